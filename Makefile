@@ -1,0 +1,55 @@
+# Make targets for the MIO reproduction. `make help` lists them.
+# Every target that runs Python sets up the virtual environment on first use (torch pinned in the same
+# pip step: an unpinned torch pulls a multi-GB CUDA build on a CPU machine).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test train sweep toy lint format data lock clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt "$(TORCH)" -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the repo with its pinned dependencies
+
+test: $(STAMP)  ## run the test suite (CPU, offline, a few minutes)
+	$(PY) -m pytest -q
+
+train: $(STAMP)  ## the main job: MIO on the tiny local model and bundled data (CPU, minutes)
+	$(PY) align/run.py $(ARGS)
+
+sweep: $(STAMP)  ## a three-method sweep (MIO, DPO, NCA-Pair) on the tiny default, one folder per job
+	$(PY) align/run.py -m method=mio,dpo,nca_pair $(ARGS)
+
+toy: $(STAMP)  ## regenerate every toy figure (PNG, PDF) and its data under toy/results/
+	$(PY) toy/run.py $(ARGS)
+
+data: $(STAMP)  ## regenerate the bundled preference data under data/tiny_prefs/
+	$(PY) -m align.tinydata
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)  ## ruff autofix and format
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+lock: $(STAMP)  ## rewrite requirements/constraints.txt from the current environment
+	{ echo "# Exact versions the test suite runs against. Used as pip constraints by the Makefile."; \
+	  echo "# Regenerate: make lock"; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements/constraints.txt
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf .cache outputs multirun .pytest_cache .ruff_cache
