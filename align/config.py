@@ -43,6 +43,8 @@ class TinyBuildConfig:
     num_kv_heads: int = 2
     max_position_embeddings: int = 512
     seed: int = 0
+    sft_steps: int = 0
+    sft_lr: float = 1e-3
 
 
 @dataclass

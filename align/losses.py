@@ -13,6 +13,7 @@ The keyword-only arguments of the function *are* the method's config schema (see
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -279,14 +280,15 @@ def get_method(name: str) -> Method:
     return LOSSES[name]
 
 
+@functools.cache
 def hyperparameters(name: str) -> dict[str, object]:
     """The method's keyword-only hyperparameters and their defaults, read from the function signature."""
     sig = inspect.signature(get_method(name).fn)
     return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def mi_estimates(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, float]:
-    """Batch MI estimates with the critic ``T`` = the logged rewards and the half-mix negatives (PAPER.md).
+def mi_estimates(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, Tensor]:
+    """Batch MI estimates (0-d tensors) with the critic ``T`` = the logged rewards and half-mix negatives (PAPER.md).
 
     DV (MINE): ``T_w - log(1/2 e^T_w + 1/2 e^T_l) = ln 2 + log s(T_w - T_l)``, the bound DPO maximises.
     JS: ``-sp(-T_w) - 1/2 sp(T_w) - 1/2 sp(T_l)``, the bound MIO maximises. Both are batch means.
@@ -294,4 +296,4 @@ def mi_estimates(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, 
     tw, tl = chosen_rewards.float(), rejected_rewards.float()
     dv = LN2 + F.logsigmoid(tw - tl)
     js = -F.softplus(-tw) - 0.5 * F.softplus(tw) - 0.5 * F.softplus(tl)
-    return {"mi/dv": dv.mean().item(), "mi/js": js.mean().item()}
+    return {"mi/dv": dv.mean(), "mi/js": js.mean()}

@@ -1,0 +1,158 @@
+"""Loading models and tokenizers: ``from_pretrained`` on a hub name or a local folder, the same path for both.
+
+The only difference for the tiny local model is that its folder is built first when missing
+(``model.build``, ``align/tiny.py``). ``model_fingerprint`` identifies a model's weights for the
+reference-log-prob cache: the resolved hub commit, or a content hash of a local folder's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from align.tiny import ensure_tiny_model
+
+log = logging.getLogger(__name__)
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a bf16-capable GPU, else float32."""
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype={name!r}: expected auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def prepare_model_source(model_cfg) -> str:
+    """The name or folder to pass to ``from_pretrained``; builds the tiny model folder first if configured."""
+    if model_cfg.build is not None:
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(model_cfg.build, resolve=True)
+        ensure_tiny_model(model_cfg.name_or_path, spec)
+    path = Path(model_cfg.name_or_path).expanduser()
+    if str(model_cfg.name_or_path).startswith((".", "/", "~")) and not path.exists():
+        raise FileNotFoundError(
+            f"model.name_or_path={model_cfg.name_or_path}: no such folder (give a hub name or an existing folder)"
+        )
+    return str(path) if path.exists() else model_cfg.name_or_path
+
+
+def load_tokenizer(model_cfg):
+    """The tokenizer, with a pad token (EOS when it has none) and the config's chat-template override."""
+    from transformers import AutoTokenizer
+
+    source = model_cfg.tokenizer or prepare_model_source(model_cfg)
+    tok = AutoTokenizer.from_pretrained(
+        source, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+    )
+    if model_cfg.chat_template is not None:
+        tok.chat_template = model_cfg.chat_template
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(model_cfg, dtype: torch.dtype, trainable: bool = True):
+    """``AutoModelForCausalLM.from_pretrained`` with the config's dtype, attention and (if trainable) LoRA and
+    gradient checkpointing. Dropout is disabled, as TRL does for preference training."""
+    from transformers import AutoModelForCausalLM
+
+    source = prepare_model_source(model_cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            revision=model_cfg.revision,
+            dtype=dtype,
+            attn_implementation=model_cfg.attn_implementation,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
+    except OSError as e:
+        raise OSError(f"could not load model.name_or_path={model_cfg.name_or_path!r}: {e}") from e
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    if not trainable:
+        model.eval().requires_grad_(False)
+        return model
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if model_cfg.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=model_cfg.lora.r,
+            lora_alpha=model_cfg.lora.alpha,
+            lora_dropout=model_cfg.lora.dropout,
+            target_modules=list(model_cfg.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return model
+
+
+def _file_digest(path: Path, index: dict) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    if key not in index:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        index[key] = h.hexdigest()
+    return index[key]
+
+
+def folder_fingerprint(folder: str | os.PathLike, cache_file: str | os.PathLike | None = None) -> str:
+    """sha256 over the names and contents of a model folder's weight, config and tokenizer files.
+
+    Per-file digests are memoised in ``cache_file`` keyed by (path, size, mtime), so a 7B folder is read once.
+    """
+    folder = Path(folder)
+    index = {}
+    if cache_file and Path(cache_file).exists():
+        index = json.loads(Path(cache_file).read_text())
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
+        h.update(f.name.encode())
+        h.update(_file_digest(f, index).encode())
+    if cache_file:
+        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(cache_file) + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, cache_file)
+    return h.hexdigest()
+
+
+def model_fingerprint(model_cfg, cache_dir: str | os.PathLike) -> str:
+    """What identifies the reference weights: a local folder's content hash, or hub name + resolved commit."""
+    source = prepare_model_source(model_cfg)
+    if Path(source).is_dir():
+        return "folder:" + folder_fingerprint(source, Path(cache_dir) / "file_digests.json")
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(source, revision=model_cfg.revision).sha
+    except Exception:  # noqa: BLE001 - offline: fall back to the locally cached snapshot's commit
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(source, revision=model_cfg.revision, local_files_only=True)
+        sha = Path(local).name
+    return f"hub:{source}@{sha}"

@@ -1,0 +1,410 @@
+"""Preference data: load with ``datasets``, check every row, apply the chat template, tokenize, truncate.
+
+Sources: a hub name, a local folder of ``{split}.jsonl|json|parquet`` files, or one local file. Row shapes
+(``dataset.format``): ``messages`` (UltraFeedback: chosen/rejected chat-message lists ending in the assistant
+turn), ``strings`` (prompt/chosen/rejected strings), ``hh`` (HH-RLHF joined "\\n\\nHuman: ... \\n\\nAssistant: ..."
+strings), ``ultrainteract`` (a ``trajectory`` of {from, value} turns plus chosen/rejected strings), or ``auto``.
+
+A malformed row (missing field, empty or non-string response, chosen identical to rejected, chosen and
+rejected conversations that differ before the answer) stops the run with an error naming the file, row and
+field, unless ``on_malformed: skip``; then such rows are dropped and counted. Truncation follows
+alignment-handbook/TRL: if prompt + longer response exceeds ``max_length``, keep ``max_prompt_length`` prompt
+tokens (``truncation_mode`` end), then cut responses to ``max_length - max_prompt_length``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+class MalformedDataError(ValueError):
+    """Raised for rows that cannot be used, naming the source, row and field."""
+
+
+@dataclass
+class Split:
+    """A tokenized split: columns prompt_ids, chosen_ids, rejected_ids, row (index in the source)."""
+
+    dataset: Any
+    source: str
+    fingerprint: str = ""
+
+
+@dataclass
+class PreferenceData:
+    train: Split
+    eval: Split | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _local_files(path: Path, split: str | None) -> list[Path]:
+    if split is None:
+        return []
+    found = []
+    for suffix in FILE_BUILDERS:
+        found += sorted(path.glob(f"{split}{suffix}")) + sorted(path.glob(f"{split}-*{suffix}"))
+    return found
+
+
+def load_raw_splits(cfg) -> dict[str, tuple[Any, str]]:
+    """``{"train": (Dataset, source), "test": (Dataset, source)}`` (test only when present) from cfg.dataset."""
+    import datasets
+
+    path = Path(cfg.path).expanduser()
+    out: dict[str, tuple[Any, str]] = {}
+    if path.is_file():
+        builder = FILE_BUILDERS.get(path.suffix)
+        if builder is None:
+            raise ValueError(f"dataset.path {path}: unsupported file type (use .json, .jsonl or .parquet)")
+        out["train"] = (datasets.load_dataset(builder, data_files=str(path), split="train"), str(path))
+        return out
+    if path.is_dir():
+        for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
+            files = _local_files(path, split)
+            if not files:
+                if role == "train":
+                    raise FileNotFoundError(f"dataset.path {path}: no {split}.jsonl/.json/.parquet file")
+                continue
+            builder = FILE_BUILDERS[files[0].suffix]
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+            out[role] = (ds, ", ".join(str(f) for f in files))
+        return out
+    if str(cfg.path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"dataset.path {cfg.path} does not exist")
+    kwargs = {"name": cfg.name, "revision": cfg.revision}
+    try:
+        ds = datasets.load_dataset(cfg.path, **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the config key that names the dataset
+        raise RuntimeError(f"could not load dataset.path={cfg.path!r} from the hub: {e}") from e
+    for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
+        if split is None:
+            continue
+        if split not in ds:
+            if role == "train":
+                raise KeyError(
+                    f"dataset {cfg.path}: no split {split!r} (has {sorted(ds)}); set dataset.train_split"
+                )
+            continue
+        out[role] = (ds[split], f"{cfg.path} [{split}]")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ normalising
+
+
+def _message_list(value, field_name: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise MalformedDataError(f"field '{field_name}': expected a non-empty list of chat messages")
+    for m in value:
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise MalformedDataError(f"field '{field_name}': every message needs 'role' and 'content'")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _answer(value, field_name: str) -> str:
+    if value is None:
+        raise MalformedDataError(f"field '{field_name}': missing")
+    if not isinstance(value, str):
+        raise MalformedDataError(f"field '{field_name}': expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise MalformedDataError(f"field '{field_name}': empty response")
+    return value
+
+
+def _split_hh(text: str, field_name: str) -> list[dict]:
+    parts = HH_TURN.split(text)
+    if len(parts) < 3 or parts[-2] != "Assistant":
+        raise MalformedDataError(f"field '{field_name}': not an HH dialogue ending in an Assistant turn")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    turns = [{"role": roles[r], "content": c} for r, c in zip(parts[1::2], parts[2::2], strict=True)]
+    if parts[0].strip():
+        turns[0]["content"] = parts[0] + turns[0]["content"]
+    return turns
+
+
+def detect_format(columns: list[str], first_row: dict, cfg) -> str:
+    """The row shape when ``format: auto``."""
+    if "trajectory" in columns:
+        return "ultrainteract"
+    chosen = first_row.get(cfg.chosen_field)
+    if isinstance(chosen, list):
+        return "messages"
+    if cfg.prompt_field not in columns and isinstance(chosen, str) and "\n\nAssistant:" in chosen:
+        return "hh"
+    return "strings"
+
+
+def normalise_row(row: dict, fmt: str, cfg) -> tuple[list[dict], str, str]:
+    """(prompt messages, chosen answer, rejected answer) of a raw row, or MalformedDataError."""
+    c_field, r_field, p_field = cfg.chosen_field, cfg.rejected_field, cfg.prompt_field
+    for f in (c_field, r_field):
+        if f not in row or row[f] is None:
+            raise MalformedDataError(f"field '{f}': missing")
+    if fmt == "messages":
+        chosen, rejected = _message_list(row[c_field], c_field), _message_list(row[r_field], r_field)
+        if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+            raise MalformedDataError(
+                f"field '{c_field}'/'{r_field}': the last message must be the assistant's"
+            )
+        prompt = chosen[:-1]
+        if rejected[:-1] != prompt:
+            raise MalformedDataError(
+                f"field '{r_field}': its conversation differs from '{c_field}' before the answer"
+            )
+        if not prompt:
+            text = row.get(p_field)
+            if not isinstance(text, str) or not text.strip():
+                raise MalformedDataError(f"field '{p_field}': missing and the messages hold no prompt turn")
+            prompt = [{"role": "user", "content": text}]
+        c, r = _answer(chosen[-1]["content"], c_field), _answer(rejected[-1]["content"], r_field)
+    elif fmt == "strings":
+        text = row.get(p_field)
+        if isinstance(text, list):
+            prompt = _message_list(text, p_field)
+        elif isinstance(text, str) and text.strip():
+            prompt = [{"role": "user", "content": text}]
+        else:
+            raise MalformedDataError(f"field '{p_field}': missing or empty prompt")
+        c, r = _answer(row[c_field], c_field), _answer(row[r_field], r_field)
+    elif fmt == "hh":
+        chosen, rejected = (
+            _split_hh(_answer(row[c_field], c_field), c_field),
+            _split_hh(_answer(row[r_field], r_field), r_field),
+        )
+        prompt = chosen[:-1]
+        if rejected[:-1] != prompt:
+            raise MalformedDataError(
+                f"field '{r_field}': its dialogue differs from '{c_field}' before the answer"
+            )
+        c, r = _answer(chosen[-1]["content"], c_field), _answer(rejected[-1]["content"], r_field)
+    elif fmt == "ultrainteract":
+        traj = row.get(p_field)
+        if not isinstance(traj, list) or not traj:
+            raise MalformedDataError(f"field '{p_field}': expected a non-empty list of {{from, value}} turns")
+        roles = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
+        prompt = [
+            {"role": roles.get(str(t.get("from")).lower(), "user"), "content": t.get("value")} for t in traj
+        ]
+        if any(not isinstance(m["content"], str) for m in prompt):
+            raise MalformedDataError(f"field '{p_field}': every turn needs a string 'value'")
+        c, r = _answer(row[c_field], c_field), _answer(row[r_field], r_field)
+    else:
+        raise ValueError(f"dataset.format={fmt!r}: expected auto, messages, strings, hh or ultrainteract")
+    if c == r:
+        raise MalformedDataError(f"field '{r_field}': identical to '{c_field}'")
+    return prompt, c, r
+
+
+# ------------------------------------------------------------------------------------------- tokenizing
+
+
+class Tokenize:
+    """Renders a normalised row with the chat template (or as plain text) and tokenizes prompt and answers."""
+
+    def __init__(self, tokenizer, max_length: int, max_prompt_length: int, truncation_mode: str):
+        if truncation_mode not in ("keep_end", "keep_start"):
+            raise ValueError(f"dataset.truncation_mode={truncation_mode!r}: expected keep_end or keep_start")
+        self.tok = tokenizer
+        self.chat = tokenizer.chat_template is not None
+        self.max_length, self.max_prompt_length, self.keep_end = (
+            max_length,
+            max_prompt_length,
+            truncation_mode == "keep_end",
+        )
+        probe = tokenizer("a").input_ids
+        self.bos = (
+            tokenizer.bos_token_id
+            if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
+            else None
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False).input_ids
+
+    def render(self, prompt: list[dict], answer: str) -> tuple[str, str]:
+        """(prompt text, answer text); the answer text ends with the template's end-of-turn marker."""
+        if not self.chat:
+            return "\n\n".join(m["content"] for m in prompt), answer
+        p = self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = self.tok.apply_chat_template(
+            prompt + [{"role": "assistant", "content": answer}], tokenize=False
+        )
+        if not full.startswith(p):
+            raise MalformedDataError(
+                "the chat template renders the prompt differently once an answer follows"
+            )
+        a = full[len(p) :]
+        eos = self.tok.eos_token
+        if eos and eos in a and not a[a.rindex(eos) + len(eos) :].strip():
+            a = a[: a.rindex(eos) + len(eos)]  # drop whitespace the template puts after the final EOS
+        return p, a
+
+    def __call__(self, prompt: list[dict], chosen: str, rejected: str) -> dict:
+        p_text, c_text = self.render(prompt, chosen)
+        _, r_text = self.render(prompt, rejected)
+        p, c, r = self._ids(p_text), self._ids(c_text), self._ids(r_text)
+        if self.bos is not None and p[:1] != [self.bos]:
+            p = [self.bos] + p
+        eos = self.tok.eos_token_id
+        if not self.chat and eos is not None:
+            c, r = c + [eos], r + [eos]
+        truncated = False
+        longer = max(len(c), len(r))
+        if len(p) + longer > self.max_length:
+            truncated = True
+            p = p[-self.max_prompt_length :] if self.keep_end else p[: self.max_prompt_length]
+            if len(p) + longer > self.max_length:
+                keep = self.max_length - len(p)
+                c, r = c[:keep], r[:keep]
+        return {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r, "truncated": truncated}
+
+
+def _prepare(row: dict, idx: int, *, fmt: str, cfg, tokenize: Tokenize) -> dict:
+    try:
+        out = tokenize(*normalise_row(row, fmt, cfg))
+        if out["chosen_ids"] == out["rejected_ids"]:
+            raise MalformedDataError("chosen and rejected are identical after tokenization and truncation")
+        if not out["chosen_ids"] or not out["rejected_ids"]:
+            raise MalformedDataError(
+                "a response is empty after truncation (max_length too small for the prompt)"
+            )
+        out["error"] = ""
+    except MalformedDataError as e:
+        out = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "truncated": False, "error": str(e)}
+    out["row"] = idx
+    return out
+
+
+def content_fingerprint(ds) -> str:
+    """sha256 of the token ids of every row, in order: the data part of the reference-log-prob cache key."""
+    h = hashlib.sha256()
+    for batch in ds.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).iter(batch_size=1024):
+        for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            for ids in batch[col]:
+                h.update(np.asarray(ids, dtype=np.int64).tobytes())
+                h.update(b"|")
+    return h.hexdigest()
+
+
+def prepare_split(ds, source: str, cfg, tokenizer, max_samples: int | None, stats: dict, role: str) -> Split:
+    """Check, render and tokenize one split; raise or drop malformed rows; record counts in ``stats``."""
+    if max_samples is not None:
+        ds = ds.select(range(min(max_samples, len(ds))))
+    if len(ds) == 0:
+        raise MalformedDataError(f"{source}: no rows")
+    fmt = cfg.format if cfg.format != "auto" else detect_format(ds.column_names, ds[0], cfg)
+    tokenize = Tokenize(tokenizer, cfg.max_length, cfg.max_prompt_length, cfg.truncation_mode)
+    out = ds.map(
+        _prepare,
+        with_indices=True,
+        fn_kwargs={"fmt": fmt, "cfg": cfg, "tokenize": tokenize},
+        remove_columns=ds.column_names,
+        num_proc=cfg.num_proc,
+        desc=f"tokenizing {role}",
+    )
+    errors = [(r, e) for r, e in zip(out["row"], out["error"], strict=True) if e]
+    if errors and cfg.on_malformed != "skip":
+        shown = "\n".join(f"  {source}: row {r}: {e}" for r, e in errors[:5])
+        more = f"\n  ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise MalformedDataError(
+            f"{len(errors)} malformed row(s) in {source} (rows are 0-based; JSONL line = row + 1):\n{shown}{more}\n"
+            "Fix the data or set dataset.on_malformed=skip to drop such rows."
+        )
+    if errors:
+        log.warning("%s: dropped %d malformed row(s), e.g. row %d: %s", source, len(errors), *errors[0])
+        out = out.filter(lambda e: not e, input_columns="error")
+    out = out.remove_columns("error")
+    n_trunc = int(sum(out["truncated"]))
+    stats[role] = {
+        "source": source,
+        "format": fmt,
+        "rows": len(ds),
+        "kept": len(out),
+        "dropped": len(errors),
+        "truncated": n_trunc,
+    }
+    log.info(
+        "%s %s: %d rows, %d kept, %d dropped as malformed, %d truncated",
+        role,
+        source,
+        len(ds),
+        len(out),
+        len(errors),
+        n_trunc,
+    )
+    split = Split(out, source)
+    split.fingerprint = content_fingerprint(out)
+    return split
+
+
+def load_preference_data(cfg, tokenizer, seed: int) -> PreferenceData:
+    """Load, check and tokenize the train and held-out splits described by ``cfg`` (the ``dataset`` group)."""
+    if cfg.on_malformed not in ("error", "skip"):
+        raise ValueError(f"dataset.on_malformed={cfg.on_malformed!r}: expected error or skip")
+    raw = load_raw_splits(cfg)
+    stats: dict[str, Any] = {}
+    train = prepare_split(*raw["train"], cfg, tokenizer, cfg.max_train_samples, stats, "train")
+    held_out = None
+    if "test" in raw:
+        held_out = prepare_split(*raw["test"], cfg, tokenizer, cfg.max_eval_samples, stats, "eval")
+    elif cfg.eval_fraction > 0:
+        # Carved after preparation, so that row numbers in errors and in `row` still name lines of the train file.
+        parts = train.dataset.train_test_split(test_size=cfg.eval_fraction, seed=seed)
+        eval_ds = parts["test"]
+        if cfg.max_eval_samples is not None:
+            eval_ds = eval_ds.select(range(min(cfg.max_eval_samples, len(eval_ds))))
+        held_out = Split(
+            eval_ds, f"{train.source} (held-out {cfg.eval_fraction:.0%})", content_fingerprint(eval_ds)
+        )
+        train = Split(parts["train"], train.source, content_fingerprint(parts["train"]))
+        stats["eval"] = {"source": held_out.source, "rows": len(eval_ds), "kept": len(eval_ds)}
+        stats["train"]["kept"] = len(train.dataset)
+    else:
+        log.warning("dataset %s: no held-out split and eval_fraction = 0: no evaluation loss", cfg.path)
+    return PreferenceData(train, held_out, stats)
+
+
+# ------------------------------------------------------------------------------------------- batching
+
+
+def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pairs -> one right-padded batch of 2B sequences (chosen rows first, then rejected).
+
+    Returns input_ids, attention_mask, loss_mask (1 on response tokens) of shape (2B, T) and ``row`` (B,).
+    """
+    seqs, masks = [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for r in rows:
+            seqs.append(r["prompt_ids"] + r[key])
+            masks.append([0] * len(r["prompt_ids"]) + [1] * len(r[key]))
+    width = max(map(len, seqs))
+    n = len(seqs)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    loss_mask = torch.zeros((n, width), dtype=torch.long)
+    for i, (s, m) in enumerate(zip(seqs, masks, strict=True)):
+        input_ids[i, : len(s)] = torch.tensor(s)
+        attention_mask[i, : len(s)] = 1
+        loss_mask[i, : len(m)] = torch.tensor(m)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "loss_mask": loss_mask,
+        "row": torch.tensor([r["row"] for r in rows], dtype=torch.long),
+    }

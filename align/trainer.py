@@ -1,0 +1,428 @@
+"""The one training loop: every method, plain PyTorch or DeepSpeed, with or without a reference model.
+
+Methods differ only in their loss function and in whether they need reference log-probs, which come from a
+cache computed once (``trainer.reference=precompute``) or a frozen reference forward per step (``model``).
+Each optimizer step: ``gradient_accumulation_steps`` micro-batches of 2B sequences (chosen + rejected) through
+one forward, the method's loss (+ optional SFT term), backward, clip, step. Metrics every ``logging_steps``,
+held-out evaluation every ``eval_steps`` and at the end, checkpoints every ``save_steps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from align import distributed as dist
+from align.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from align.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, skip_cpu_shm_build
+from align.logprobs import PolicyLogps
+from align.losses import Method, get_method, hyperparameters, mi_estimates
+from align.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_dtype
+from align.preference_data import PreferenceData, Split, collate, load_preference_data
+from align.records import MetricsLog, write_json
+from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+# ---------------------------------------------------------------------------------------------- the loss
+
+
+def preference_loss(
+    method: Method,
+    method_cfg,
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    ref: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The method's loss on one micro-batch and the statistics it logs.
+
+    ``sums``/``counts``: policy response log-prob sums and token counts, (2B,), chosen rows first.
+    ``ref``: reference (sums, counts), each (B, 2) with columns chosen/rejected, or None for reference-free methods.
+    """
+    b = sums.shape[0] // 2
+    counts = counts.clamp(min=1).to(sums.dtype)
+    means = sums / counts
+    pick = means if method_cfg.length_normalize else sums
+    rc = rr = None
+    if method.needs_reference:
+        ref_sums, ref_counts = ref
+        ref_pick = ref_sums / ref_counts.clamp(min=1) if method_cfg.length_normalize else ref_sums
+        rc, rr = ref_pick[:, 0].to(sums), ref_pick[:, 1].to(sums)
+    out = method.fn(
+        pick[:b], pick[b:], rc, rr, **{k: method_cfg[k] for k in hyperparameters(method_cfg.name)}
+    )
+    nll = -means[:b]  # per-token mean NLL of each chosen response
+    loss = out.losses.mean()
+    if method_cfg.sft_weight:
+        loss = loss + method_cfg.sft_weight * nll.mean()
+    cw, cl = out.chosen_rewards, out.rejected_rewards
+    stats = {
+        "loss": loss.detach(),
+        "rewards/chosen": cw.mean(),
+        "rewards/rejected": cl.mean(),
+        "rewards/margins": (cw - cl).mean(),
+        "rewards/accuracies": (cw > cl).float().mean(),
+        "logps/chosen": sums[:b].detach().mean(),
+        "logps/rejected": sums[b:].detach().mean(),
+        "logps/chosen_mean": means[:b].detach().mean(),
+        "logps/rejected_mean": means[b:].detach().mean(),
+        "nll/chosen": nll.detach().mean(),
+        **mi_estimates(cw, cl),
+    }
+    return loss, stats
+
+
+class Averager:
+    """Pair-weighted means of per-batch statistics, summed across ranks when read."""
+
+    def __init__(self):
+        self.totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self.pairs = 0.0
+
+    def add(self, stats: dict[str, torch.Tensor], pairs: float) -> None:
+        for k, v in stats.items():
+            self.totals[k] = self.totals[k] + v.detach().double().cpu() * pairs
+        self.pairs += pairs
+
+    def read(self) -> dict[str, float]:
+        keys = sorted(self.totals)
+        vec = dist.all_reduce_sum(
+            torch.stack([self.totals[k] for k in keys] + [torch.tensor(self.pairs, dtype=torch.float64)])
+        )
+        return {k: float(v / max(float(vec[-1]), 1.0)) for k, v in zip(keys, vec[:-1], strict=True)}
+
+
+# --------------------------------------------------------------------------------------------- batching
+
+
+@dataclass
+class BatchOrder:
+    """Deterministic, resumable order of micro-batches: epoch e is a permutation seeded with seed + e; each
+    global micro-batch of ``micro_bs * world`` rows is split across ranks. The last partial batch is dropped."""
+
+    n: int
+    micro_bs: int
+    seed: int
+
+    @property
+    def per_epoch(self) -> int:
+        return self.n // (self.micro_bs * dist.world_size())
+
+    def positions(self, micro_index: int) -> list[int]:
+        epoch, i = divmod(micro_index, self.per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        g = self.micro_bs * dist.world_size()
+        start = i * g + dist.rank() * self.micro_bs
+        return perm[start : start + self.micro_bs]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+class Trainer:
+    """Builds everything from the config, then ``train()`` runs the loop and returns the final results."""
+
+    def __init__(self, cfg, out_dir: Path):
+        self.cfg, self.out = cfg, out_dir
+        tr = cfg.trainer
+        self.method = get_method(cfg.method.name)
+        self.device = self._device(cfg.device)
+        self.bf16 = self._bf16(tr.precision)
+        self.use_ds = bool(cfg.deepspeed.enabled)
+        if self.use_ds:
+            skip_cpu_shm_build()
+        dist.init(self.device, self.use_ds)
+        torch.manual_seed(cfg.seed)
+
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
+        self.order = BatchOrder(len(self.data.train.dataset), tr.per_device_train_batch_size, cfg.seed)
+        if self.order.per_epoch == 0:
+            raise ValueError(
+                f"{len(self.data.train.dataset)} train pairs are fewer than one batch of "
+                f"{tr.per_device_train_batch_size} x {dist.world_size()} ranks"
+            )
+        steps_per_epoch = self.order.per_epoch // tr.gradient_accumulation_steps
+        self.total_steps = (
+            tr.max_steps if tr.max_steps > 0 else max(1, math.ceil(tr.num_epochs * steps_per_epoch))
+        )
+
+        ds_config = deepspeed_config(cfg, self.bf16) if self.use_ds else None
+        self._hf_ds = None
+        if self.use_ds and cfg.deepspeed.zero_stage == 3:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._hf_ds = HfDeepSpeedConfig(ds_config)  # partitions weights at load time; must stay alive
+        # Plain PyTorch keeps float32 master weights (autocast does bf16); DeepSpeed keeps its own fp32 copy.
+        weights = resolve_dtype(cfg.model.dtype, self.device)
+        if not self.use_ds and cfg.model.dtype == "auto":
+            weights = torch.float32
+        policy = PolicyLogps(load_causal_lm(cfg.model, weights), cfg.model.logps_chunk_size)
+        if self.use_ds:
+            self.engine = DeepSpeedEngine(policy, cfg, self.total_steps, ds_config)
+        else:
+            self.engine = TorchEngine(policy, cfg, self.total_steps, self.device, self.bf16)
+        self.ref_model = None
+        self.ref_tables: dict[str, ReferenceTable] = {}
+
+    # -- set-up helpers
+
+    @staticmethod
+    def _device(name: str) -> torch.device:
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name == "cuda":
+            return torch.device("cuda", dist.local_rank())
+        return torch.device(name)
+
+    def _bf16(self, precision: str) -> bool:
+        if precision == "auto":
+            return self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"trainer.precision={precision!r}: expected auto, fp32 or bf16")
+        return precision == "bf16"
+
+    def _policy_forward(self, batch):
+        return self.engine.forward(batch)
+
+    def _setup_reference(self, fresh: bool) -> None:
+        """Reference tables from the cache (computing them if needed) or a frozen reference model."""
+        if not self.method.needs_reference:
+            return
+        mode = self.cfg.trainer.reference
+        if mode not in ("precompute", "model"):
+            raise ValueError(f"trainer.reference={mode!r}: expected precompute or model")
+        if mode == "model":
+            self.ref_model = self._load_reference_model()
+            return
+        fp = model_fingerprint(self.cfg.model, self.cfg.paths.cache_dir)
+        precision = "bf16" if self.bf16 else str(resolve_dtype(self.cfg.model.dtype, self.device))
+        bs = self.cfg.trainer.per_device_eval_batch_size
+        forward = None
+
+        def compute(split):
+            nonlocal forward
+            if forward is None:  # at step 0 the policy *is* the reference; after a resume, load the reference
+                forward = self._policy_forward if fresh else self._load_reference_model()
+            with self._autocast():
+                return compute_table(forward, split, bs, self.tokenizer.pad_token_id, self.device)
+
+        self.engine.train(False)
+        for name, split in (("train", self.data.train), ("eval", self.data.eval)):
+            if split is not None:
+                key = cache_key(fp, split, precision)
+                self.ref_tables[name] = load_or_compute(
+                    split, key, self.cfg.paths.cache_dir, lambda s=split: compute(s), name
+                )
+        self.engine.train(True)
+
+    def _load_reference_model(self):
+        """A frozen copy of the initial weights: sharded by a ZeRO-3 inference engine, else a replica."""
+        dtype = resolve_dtype(self.cfg.model.dtype, self.device)
+        ref = PolicyLogps(
+            load_causal_lm(self.cfg.model, dtype, trainable=False), self.cfg.model.logps_chunk_size
+        )
+        if self.use_ds and self.cfg.deepspeed.zero_stage == 3:
+            import deepspeed
+
+            conf = {
+                "train_micro_batch_size_per_gpu": 1,
+                "zero_optimization": {"stage": 3},
+                "bf16": {"enabled": self.bf16},
+            }
+            engine = deepspeed.initialize(model=ref, config=conf)[0]
+            engine.eval()
+            return lambda b: engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+        ref.to(self.device)
+        return lambda b: ref(b["input_ids"], b["attention_mask"], b["loss_mask"])
+
+    def _autocast(self):
+        return (
+            self.engine.autocast()
+            if isinstance(self.engine, TorchEngine)
+            else torch.autocast("cpu", enabled=False)
+        )
+
+    def _reference(self, batch, split_name: str):
+        if not self.method.needs_reference:
+            return None
+        if self.ref_model is not None:
+            with torch.no_grad(), self._autocast():
+                s, c = self.ref_model(batch)
+            b = batch["row"].shape[0]
+            return torch.stack([s[:b], s[b:]], 1).float(), torch.stack([c[:b], c[b:]], 1).float()
+        sums, counts = self.ref_tables[split_name].lookup(batch["row"].cpu())
+        return sums.to(self.device), counts.to(self.device)
+
+    # -- evaluation
+
+    @torch.no_grad()
+    def evaluate(self, split: Split) -> dict[str, float]:
+        """Pair-weighted means of the loss and statistics over the whole held-out split (ranks share it)."""
+        self.engine.train(False)
+        avg = Averager()
+        n, world, rank = len(split.dataset), dist.world_size(), dist.rank()
+        bs = self.cfg.trainer.per_device_eval_batch_size
+        per_rank = math.ceil(n / world)
+        for start in range(0, per_rank, bs):
+            idx = [i for i in (rank + k * world for k in range(start, min(start + bs, per_rank))) if i < n]
+            # A rank past the end still runs the forward (ZeRO-3 forwards are collective) on one row, weight 0.
+            weight = float(len(idx))
+            batch = to_device(
+                collate([split.dataset[i] for i in idx or [n - 1]], self.tokenizer.pad_token_id), self.device
+            )
+            with self._autocast():
+                sums, counts = self._policy_forward(batch)
+            _, stats = preference_loss(
+                self.method, self.cfg.method, sums, counts, self._reference(batch, "eval")
+            )
+            avg.add(stats, weight)
+        self.engine.train(True)
+        return avg.read()
+
+    # -- the loop
+
+    def train(self) -> dict:
+        cfg, tr = self.cfg, self.cfg.trainer
+        ckpt_root = self.out / "checkpoints"
+        state = {"step": 0, "micro_index": 0, "tokens": 0, "train_seconds": 0.0}
+        ckpt = latest_checkpoint(ckpt_root) if cfg.resume else None
+        if cfg.resume and ckpt is None:
+            log.warning("resume=true but %s holds no checkpoint: starting from scratch", ckpt_root)
+        self._setup_reference(fresh=ckpt is None)
+        if ckpt is not None:
+            state = load_checkpoint(self.engine, ckpt)
+            log.info("resumed from %s at step %d", ckpt, state["step"])
+        metrics = (
+            MetricsLog(
+                self.out, tr.tensorboard and dist.is_main(), resume_after_step=state["step"] if ckpt else None
+            )
+            if dist.is_main()
+            else None
+        )
+        bar = None
+        if tr.progress_bar and dist.is_main():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=self.total_steps, initial=state["step"], desc=f"{cfg.method.name}", dynamic_ncols=True
+            )
+        last_eval: dict[str, float] = {}
+        last_train: dict[str, float] = {}
+        window, window_tokens, window_start, grad_norms = Averager(), 0, time.perf_counter(), []
+        self.engine.train(True)
+        try:
+            while state["step"] < self.total_steps:
+                for _ in range(tr.gradient_accumulation_steps):
+                    rows = self.order.positions(state["micro_index"])
+                    batch = to_device(
+                        collate([self.data.train.dataset[p] for p in rows], self.tokenizer.pad_token_id),
+                        self.device,
+                    )
+                    sums, counts = self._policy_forward(batch)
+                    loss, stats = preference_loss(
+                        self.method, cfg.method, sums, counts, self._reference(batch, "train")
+                    )
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss.item()} at step {state['step'] + 1} (micro-batch {state['micro_index']}, "
+                            f"train rows {batch['row'].tolist()}); no checkpoint was written after it. "
+                            f"Last good checkpoint: {latest_checkpoint(ckpt_root) or 'none'}. "
+                            "Lower trainer.learning_rate or method.beta, or check these rows, then resume=true."
+                        )
+                    self.engine.backward(loss)
+                    norm = self.engine.step()
+                    window.add(stats, len(rows))
+                    window_tokens += int(batch["attention_mask"].sum())
+                    state["micro_index"] += 1
+                state["step"] += 1
+                if norm is not None:
+                    grad_norms.append(norm)
+                if norm is not None and not math.isfinite(norm):
+                    raise NonFiniteLossError(
+                        f"gradient norm is {norm} at step {state['step']}; last good checkpoint: "
+                        f"{latest_checkpoint(ckpt_root) or 'none'}. Lower trainer.learning_rate, then resume=true."
+                    )
+                if bar is not None:
+                    bar.update(1)
+                if state["step"] % tr.logging_steps == 0 or state["step"] == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    tokens = int(dist.all_reduce_sum(torch.tensor(window_tokens)))
+                    state["tokens"] += tokens
+                    state["train_seconds"] += elapsed
+                    last_train = window.read() | {
+                        "lr": self.engine.lr,
+                        "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
+                        "tokens_per_s": tokens / max(elapsed, 1e-9),
+                        "epoch": state["micro_index"] / self.order.per_epoch,
+                    }
+                    if metrics is not None:
+                        metrics.log(state["step"], "train", last_train)
+                    if bar is not None:
+                        bar.set_postfix(
+                            loss=f"{last_train['loss']:.4f}", acc=f"{last_train['rewards/accuracies']:.2f}"
+                        )
+                    window, window_tokens, window_start, grad_norms = Averager(), 0, time.perf_counter(), []
+                final = state["step"] == self.total_steps
+                if self.data.eval is not None and (
+                    (tr.eval_steps > 0 and state["step"] % tr.eval_steps == 0) or final
+                ):
+                    last_eval = self.evaluate(self.data.eval)
+                    if metrics is not None:
+                        metrics.log(state["step"], "eval", last_eval)
+                    window_start = time.perf_counter()  # evaluation time is not training throughput
+                if tr.save_steps > 0 and state["step"] % tr.save_steps == 0 and not final:
+                    save_checkpoint(
+                        self.engine, self.tokenizer, ckpt_root, state["step"], state, tr.save_total_limit
+                    )
+                    window_start = time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+            if metrics is not None:
+                metrics.close()
+        final_dir = None
+        if tr.save_final:
+            final_dir = self.out / "final"
+            self.engine.save_pretrained(final_dir, self.tokenizer)
+        return {
+            "steps": state["step"],
+            "train": last_train,
+            "eval": last_eval,
+            "tokens": state["tokens"],
+            "train_seconds": state["train_seconds"],
+            "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
+            "final_model": str(final_dir) if final_dir else None,
+            "data": self.data.stats,
+        }
+
+    def close(self) -> None:
+        self.engine.destroy()
+
+
+def train(cfg, out_dir: Path) -> dict:
+    trainer = Trainer(cfg, out_dir)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
+
+
+def write_results(out_dir: Path, results: dict) -> None:
+    if dist.is_main():
+        write_json(out_dir / "results.json", results)
