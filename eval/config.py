@@ -1,0 +1,128 @@
+"""Typed config schema for ``conf/evaluate.yaml`` and ``conf/benchmarks/`` (Hydra structured configs).
+
+A misspelt key in a YAML file or on the command line fails at compose time. ``register_eval_configs()`` stores the
+schemas and registers the ``eval_slug`` resolver; ``eval/run.py`` and ``compose()`` call it (nothing happens at
+import). Compose outside Hydra with ``eval.config.compose(["checkpoint=...", "benchmarks=mio8"])``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig
+
+from align.config import ModelConfig, PathsConfig
+
+
+@dataclass
+class BenchmarkEntry:
+    """One benchmark of a preset; the benchmark's name (the key) picks its row in ``eval.benchmarks.BENCHMARKS``."""
+
+    task: str | None = None  # lm-eval task or group replacing the table's (must report the same metric key)
+    num_fewshot: int | None = None  # null: the task's own
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # generation overrides for this benchmark only
+
+
+@dataclass
+class BenchmarksConfig:
+    name: str = MISSING
+    suite: dict[str, BenchmarkEntry] = field(default_factory=dict)
+    local_data: str | None = None
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackendConfig:
+    name: str = "hf"
+    dtype: str = "auto"
+    batch_size: str = "auto"
+    max_batch_size: int | None = 64
+    device: str = "auto"
+    max_length: int | None = None
+    trust_remote_code: bool = False
+    cpu_threads: int | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PromptConfig:
+    apply_chat_template: Any = False  # bool, or the name of one of the tokenizer's templates
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+
+
+@dataclass
+class GenerationConfig:
+    max_gen_toks: int | None = None
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+@dataclass
+class SeedsConfig:
+    random: int = 0
+    numpy: int = 1234
+    torch: int = 1234
+    fewshot: int = 1234
+
+
+@dataclass
+class EvalConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tiny_model: ModelConfig = field(default_factory=ModelConfig)
+    checkpoint: str = MISSING
+    revision: str | None = None
+    tokenizer: str | None = None
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
+    limit: float | None = None
+    bootstrap_iters: int = 100000
+    unsafe_code: bool = False
+    code_timeout_s: float = 3.0
+    code_workers: int | None = None
+    output_dir: str = MISSING
+    write_samples: bool = True
+    overwrite: bool = False
+
+
+def is_local(checkpoint: str) -> bool:
+    """A folder on disk (existing, or written as a path) rather than a hub name like "org/model"."""
+    return Path(checkpoint).expanduser().exists() or checkpoint.startswith(("/", "./", "../", "~"))
+
+
+def checkpoint_slug(checkpoint: str) -> str:
+    """A folder name for a checkpoint: "org__model" for hub names, "<folder>-<hash of its path>" for local ones."""
+    if is_local(checkpoint):
+        path = str(Path(checkpoint).expanduser().resolve())
+        name = Path(path).name or "checkpoint"
+        return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", checkpoint.replace("/", "__"))
+
+
+def register_eval_configs() -> None:
+    """Store the schema in Hydra's ConfigStore and register the ``eval_slug`` resolver (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+    if not OmegaConf.has_resolver("eval_slug"):
+        OmegaConf.register_new_resolver("eval_slug", checkpoint_slug)
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/evaluate.yaml`` outside ``eval/run.py`` (tests, the end of a training run, notebooks).
+
+    Works inside another Hydra app too (``align.config.compose`` reuses an initialised GlobalHydra).
+    """
+    import align.config
+
+    register_eval_configs()
+    return align.config.compose(list(overrides or []), config_name="evaluate")

@@ -1,0 +1,370 @@
+"""Evaluate one checkpoint on a preset of benchmarks through lm-eval's Python API, with cached, resumable results.
+
+``run(cfg)`` is what ``eval/run.py``, the end of a training run and tests call. For each benchmark of the preset,
+in order: build the settings that determine its result (checkpoint content hash, task files, data, prompt and
+generation settings, seeds, lm-eval version), skip it if ``<benchmark>.json`` already holds a result with the same
+settings hash, else run it and write the result atomically. The model is loaded once, and only if some benchmark
+needs computing; a rerun with unchanged settings loads nothing and writes nothing. ``summary.json`` holds each
+benchmark's primary score and the preset average (``eval.benchmarks.average``). Layout: eval/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from eval import benchmarks as bm
+from eval import lmtasks
+from eval.checkpoints import fingerprint
+from eval.results import (
+    SCHEMA,
+    SUMMARY_SCHEMA,
+    dumps,
+    is_complete,
+    read_json,
+    sample_task_hashes,
+    settings_hash,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "vllm")
+SPEED_ONLY_BACKEND_KEYS = ("cpu_threads",)  # recorded in the config, not in a result's key
+
+
+def preset_benchmarks(cfg: DictConfig) -> list[tuple[bm.Benchmark, dict]]:
+    """(table row, the preset's entry for it) for each benchmark of the preset, in the preset's order."""
+    suite = OmegaConf.to_container(cfg.benchmarks.suite, resolve=True)
+    if not suite:
+        raise ValueError(f"preset {cfg.benchmarks.name!r} lists no benchmarks")
+    return [(bm.get(name), entry or {}) for name, entry in suite.items()]
+
+
+def check(cfg: DictConfig, chosen: list[tuple[bm.Benchmark, dict]]) -> None:
+    """Fail before any work on settings that cannot run."""
+    if cfg.backend.name not in BACKENDS:
+        raise ValueError(f"backend.name={cfg.backend.name!r}; choose one of {BACKENDS}")
+    code = [b.name for b, _ in chosen if b.code]
+    if code and not cfg.unsafe_code:
+        raise PermissionError(
+            f"{', '.join(code)} execute model-written code. Allow it with unsafe_code=true (each program runs in a "
+            f"subprocess with a {cfg.code_timeout_s} s limit; use a container for untrusted models), or leave them "
+            f"out: {' '.join('~benchmarks.suite.' + n for n in code)}"
+        )
+    if cfg.prompt.fewshot_as_multiturn and not cfg.prompt.apply_chat_template:
+        raise ValueError("prompt.fewshot_as_multiturn=true needs prompt.apply_chat_template")
+    if cfg.benchmarks.local_data and not Path(cfg.benchmarks.local_data).is_dir():
+        raise FileNotFoundError(f"benchmarks.local_data={cfg.benchmarks.local_data} is not a folder")
+
+
+def gen_kwargs(cfg: DictConfig, entry: dict) -> dict[str, Any]:
+    """Generation overrides, later wins: preset-wide, the benchmark's entry, then the top-level ``generation``."""
+    merged = dict(OmegaConf.to_container(cfg.benchmarks.gen_kwargs, resolve=True))
+    merged.update(entry.get("gen_kwargs") or {})
+    merged.update(
+        {k: v for k, v in OmegaConf.to_container(cfg.generation, resolve=True).items() if v is not None}
+    )
+    return merged
+
+
+def common_settings(cfg: DictConfig, checkpoint: dict) -> dict:
+    """Settings shared by all benchmarks of a run that can change a score (hashed into every result's key)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "checkpoint": checkpoint["content_hash"],
+        "tokenizer": c["tokenizer"],
+        "backend": {k: v for k, v in c["backend"].items() if k not in SPEED_ONLY_BACKEND_KEYS},
+        "prompt": c["prompt"],
+        "seeds": c["seeds"],
+        "limit": c["limit"],
+        "bootstrap_iters": c["bootstrap_iters"],
+        "lm_eval_version": version("lm_eval"),
+    }
+
+
+def benchmark_settings(cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str) -> dict:
+    local = cfg.benchmarks.local_data
+    return {
+        "name": bench.name,
+        "task": task,
+        "primary": bench.key,
+        "num_fewshot": entry.get("num_fewshot"),
+        "gen_kwargs": gen_kwargs(cfg, entry),
+        "task_files": lmtasks.task_files(bench) if task == bench.task else None,
+        "local_data": lmtasks.local_files(local, bench) if local else None,
+        "code_timeout_s": cfg.code_timeout_s if bench.code else None,
+    }
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(cfg: DictConfig):
+    """The lm-eval model for ``cfg.checkpoint``: HFLM or vLLM, with ``backend.model_args`` passed through."""
+    from lm_eval.api.registry import get_model
+
+    b = cfg.backend
+    args: dict[str, Any] = {
+        "pretrained": cfg.checkpoint,
+        "dtype": b.dtype,
+        "trust_remote_code": b.trust_remote_code,
+    }
+    for key in ("revision", "tokenizer"):
+        if cfg[key] is not None:
+            args[key] = cfg[key]
+    if b.max_length is not None:
+        args["max_length"] = b.max_length
+    args.update(OmegaConf.to_container(b.model_args, resolve=True))
+    batch = int(b.batch_size) if str(b.batch_size).isdigit() else str(b.batch_size)
+    extra = {"batch_size": batch, "max_batch_size": b.max_batch_size}
+    if b.name == "hf":
+        extra["device"] = resolve_device(b.device)
+    log.info("loading %s with the %s backend", cfg.checkpoint, b.name)
+    return get_model(b.name).create_from_arg_obj(args, extra)
+
+
+@contextlib.contextmanager
+def code_execution(cfg: DictConfig, bench: bm.Benchmark):
+    """The environment eval/tasks/execution.py reads, set for one code benchmark and restored afterwards."""
+    if not bench.code:
+        yield
+        return
+    values = {"HF_ALLOW_CODE_EVAL": "1", "MIO_CODE_TIMEOUT_S": str(cfg.code_timeout_s)}
+    if cfg.code_workers:
+        values["MIO_CODE_WORKERS"] = str(cfg.code_workers)
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def evaluate_benchmark(lm, tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str) -> dict:
+    """Run one benchmark through ``lm_eval.simple_evaluate``; return lm-eval's output dict."""
+    import lm_eval
+
+    spec = lmtasks.task_spec(tm, bench, task, cfg.benchmarks.local_data)
+    kwargs = gen_kwargs(cfg, entry)
+    s = cfg.seeds
+    with code_execution(cfg, bench):
+        return lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[spec],
+            task_manager=tm,
+            num_fewshot=entry.get("num_fewshot"),
+            limit=cfg.limit,
+            bootstrap_iters=cfg.bootstrap_iters,
+            log_samples=True,
+            system_instruction=cfg.prompt.system_instruction,
+            apply_chat_template=cfg.prompt.apply_chat_template,
+            fewshot_as_multiturn=cfg.prompt.fewshot_as_multiturn,
+            gen_kwargs=kwargs or None,
+            random_seed=s.random,
+            numpy_random_seed=s.numpy,
+            torch_random_seed=s.torch,
+            fewshot_random_seed=s.fewshot,
+            confirm_run_unsafe_code=bool(cfg.unsafe_code and bench.code),
+        )
+
+
+def chat_template_sha(lm, cfg: DictConfig) -> str | None:
+    if not cfg.prompt.apply_chat_template:
+        return None
+    import hashlib
+
+    template = lm.chat_template(cfg.prompt.apply_chat_template) if hasattr(lm, "chat_template") else None
+    return hashlib.sha256(template.encode()).hexdigest() if template else None
+
+
+def result_record(cfg, bench, task, out, settings, key, checkpoint, seconds, lm) -> dict:
+    score = bm.primary_score(bench, out["results"], task)
+    stderr = out["results"][task].get(f"{bench.metric}_stderr,{bench.filter}")
+    return {
+        "schema": SCHEMA,
+        "benchmark": bench.name,
+        "preset": cfg.benchmarks.name,
+        "score": score,
+        "primary": {
+            "task": task,
+            "metric": bench.metric,
+            "filter": bench.filter,
+            "key": bench.key,
+            "value": score,
+            "stderr": stderr if isinstance(stderr, (int, float)) else None,
+        },
+        "source": bench.source,
+        "dataset": f"local:{cfg.benchmarks.local_data}/{bench.name}"
+        if cfg.benchmarks.local_data
+        else bench.dataset,
+        "metrics": out["results"],
+        "groups": out.get("groups", {}),
+        "group_subtasks": out.get("group_subtasks", {}),
+        "n_samples": out.get("n-samples", {}),
+        "n_shot": out.get("n-shot", {}),
+        "versions": out.get("versions", {}),
+        "task_hashes": sample_task_hashes(out.get("samples") or {}),
+        "task_configs": out.get("configs", {}),
+        "checkpoint": checkpoint,
+        "settings": settings,
+        "settings_hash": key,
+        "chat_template_sha256": chat_template_sha(lm, cfg),
+        "environment": {
+            "lm_eval_version": version("lm_eval"),
+            "transformers_version": version("transformers"),
+            "torch_version": version("torch"),
+            "python": platform.python_version(),
+            "repo_git_hash": out.get("git_hash"),
+        },
+        "model_info": {k: v for k, v in out.get("config", {}).items() if k not in ("model_args",)},
+        "eval_seconds": round(seconds, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def build_summary(cfg: DictConfig, chosen, records: dict[str, dict | None], checkpoint: dict) -> dict:
+    scores = {b.name: (records.get(b.name) or {}).get("score") for b, _ in chosen}
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "preset": cfg.benchmarks.name,
+        "checkpoint": checkpoint,
+        "local_data": bool(cfg.benchmarks.local_data),
+        "scores": scores,
+        "average": bm.average(scores),
+        "average_definition": bm.AVERAGE_DEFINITION,
+        "complete": all(v is not None for v in scores.values()),
+        "benchmarks": {
+            b.name: {
+                "score": scores[b.name],
+                "key": b.key,
+                "task": (records.get(b.name) or {}).get("primary", {}).get("task"),
+                "source": b.source,
+                "file": f"{b.name}.json",
+                "settings_hash": (records.get(b.name) or {}).get("settings_hash"),
+            }
+            for b, _ in chosen
+        },
+    }
+
+
+def write_if_changed(path: Path, obj: dict) -> bool:
+    text = dumps(obj)
+    if path.exists() and path.read_text() == text:
+        return False
+    write_text_atomic(path, text)
+    return True
+
+
+def maybe_build_tiny(cfg: DictConfig) -> None:
+    """Build the embedded tiny model on first use when the checkpoint is its folder (as training does)."""
+    tiny = cfg.get("tiny_model")
+    if tiny is None or tiny.build is None or cfg.checkpoint != tiny.name_or_path:
+        return
+    from align.tiny import ensure_tiny_model
+
+    ensure_tiny_model(cfg.checkpoint, OmegaConf.to_container(tiny.build, resolve=True))
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's intra-op thread count set to ``n`` for the duration (None: leave it)."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run(cfg: DictConfig, lm=None) -> dict:
+    """Evaluate ``cfg.checkpoint`` on ``cfg.benchmarks``; return the summary (also written to summary.json).
+
+    ``lm``: an already built ``lm_eval.api.model.LM`` to use instead of loading ``cfg.checkpoint`` (the checkpoint
+    is still hashed to key the results).
+    """
+    with cpu_threads(cfg.backend.cpu_threads):
+        return _run(cfg, lm)
+
+
+def _run(cfg: DictConfig, lm) -> dict:
+    chosen = preset_benchmarks(cfg)
+    check(cfg, chosen)
+    if cfg.benchmarks.local_data and cfg.checkpoint != cfg.tiny_model.name_or_path:
+        log.warning(
+            "preset %s runs on local mini copies, not the real data: scores are pipeline checks only",
+            cfg.benchmarks.name,
+        )
+    maybe_build_tiny(cfg)
+    out_dir = Path(cfg.output_dir) / cfg.benchmarks.name
+    checkpoint = fingerprint(
+        cfg.checkpoint, cfg.revision, Path(cfg.paths.cache_dir) / "eval" / "file_hashes.json"
+    )
+    common = common_settings(cfg, checkpoint)
+
+    records: dict[str, dict | None] = {}
+    tm = None
+    computed = []
+    for bench, entry in chosen:
+        task = entry.get("task") or bench.task
+        settings = {**common, "benchmark": benchmark_settings(cfg, bench, entry, task)}
+        key = settings_hash(settings)
+        path = out_dir / f"{bench.name}.json"
+        existing = read_json(path)
+        if is_complete(existing, key) and not cfg.overwrite:
+            log.info("%s: up to date (%s), score %.4f", bench.name, path, existing["score"])
+            records[bench.name] = existing
+            continue
+        if lm is None:
+            lm = load_model(cfg)
+        if tm is None:
+            tm = lmtasks.task_manager([b for b, _ in chosen], [e.get("task") or b.task for b, e in chosen])
+        log.info("%s: evaluating task %s", bench.name, task)
+        start = time.perf_counter()
+        out = evaluate_benchmark(lm, tm, cfg, bench, entry, task)
+        seconds = time.perf_counter() - start
+        record = result_record(cfg, bench, task, out, settings, key, checkpoint, seconds, lm)
+        if cfg.write_samples:
+            rows = [{"task": t, **s} for t, samples in (out.get("samples") or {}).items() for s in samples]
+            write_jsonl_atomic(out_dir / "samples" / f"{bench.name}.jsonl", rows)
+        write_json_atomic(path, record)
+        records[bench.name] = record
+        computed.append(bench.name)
+        log.info("%s: %s = %.4f (%.1f s) -> %s", bench.name, bench.key, record["score"], seconds, path)
+        write_if_changed(out_dir / "summary.json", build_summary(cfg, chosen, records, checkpoint))
+
+    summary = build_summary(cfg, chosen, records, checkpoint)
+    write_if_changed(out_dir / "summary.json", summary)
+    log.info(
+        "%s on %s: average %s over %d benchmarks (computed now: %s)",
+        cfg.benchmarks.name,
+        cfg.checkpoint,
+        summary["average"],
+        len(chosen),
+        ", ".join(computed) or "none",
+    )
+    return summary

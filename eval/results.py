@@ -1,0 +1,90 @@
+"""Result files: atomic JSON writes, the per-benchmark result record and the preset summary.
+
+Layout under ``<output_dir>/<preset>/`` (documented in eval/README.md, read by analysis/):
+
+- ``<benchmark>.json``: one per (checkpoint, benchmark), ``SCHEMA`` = "mio-eval-result/1".
+- ``samples/<benchmark>.jsonl``: lm-eval's logged samples (prompt, response, filtered answer, metric), optional.
+- ``summary.json``: each benchmark's primary score and the preset average, ``SUMMARY_SCHEMA`` = "mio-eval-summary/1".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "mio-eval-result/1"
+SUMMARY_SCHEMA = "mio-eval-summary/1"
+
+
+def _default(obj: Any):
+    """JSON fallback for what lm-eval leaves in its output (numpy scalars, functions in task configs, sets)."""
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if callable(obj):
+        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+    return str(obj)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=False, default=_default, ensure_ascii=False) + "\n"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, dumps(obj))
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: list) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, default=_default, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable (e.g. from an older crash)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def settings_hash(settings: dict) -> str:
+    """The key a result file is reused by: sha256 of the canonical JSON of its settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=_default).encode()).hexdigest()
+
+
+def is_complete(record: dict | None, key: str) -> bool:
+    return bool(record) and record.get("schema") == SCHEMA and record.get("settings_hash") == key
+
+
+def sample_task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:
+    """lm-eval's ``task_hashes`` (what its EvaluationTracker writes): a hash of every doc, prompt and target."""
+    from lm_eval.utils import hash_string
+
+    return {
+        task: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in rows))
+        for task, rows in samples.items()
+    }
