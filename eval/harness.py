@@ -326,19 +326,28 @@ def _run(cfg: DictConfig, lm) -> dict:
     )
     common = common_settings(cfg, checkpoint)
 
+    # First every benchmark's key and any reusable result, so the summary written after each computed benchmark
+    # already shows the results that were there before (a resumed run leaves an unchanged summary untouched).
+    plan = []
     records: dict[str, dict | None] = {}
-    tm = None
-    computed = []
     for bench, entry in chosen:
         task = entry.get("task") or bench.task
         settings = {**common, "benchmark": benchmark_settings(cfg, bench, entry, task)}
         key = settings_hash(settings)
-        path = out_dir / f"{bench.name}.json"
-        existing = read_json(path)
+        existing = read_json(out_dir / f"{bench.name}.json")
         if is_complete(existing, key) and not cfg.overwrite:
-            log.info("%s: up to date (%s), score %.4f", bench.name, path, existing["score"])
+            log.info(
+                "%s: up to date (%s), score %.4f",
+                bench.name,
+                out_dir / f"{bench.name}.json",
+                existing["score"],
+            )
             records[bench.name] = existing
-            continue
+        else:
+            plan.append((bench, entry, task, settings, key))
+
+    tm = None
+    for bench, entry, task, settings, key in plan:
         if lm is None:
             lm = load_model(cfg)
         if tm is None:
@@ -351,10 +360,9 @@ def _run(cfg: DictConfig, lm) -> dict:
         if cfg.write_samples:
             rows = [{"task": t, **s} for t, samples in (out.get("samples") or {}).items() for s in samples]
             write_jsonl_atomic(out_dir / "samples" / f"{bench.name}.jsonl", rows)
-        write_json_atomic(path, record)
+        write_json_atomic(out_dir / f"{bench.name}.json", record)
         records[bench.name] = record
-        computed.append(bench.name)
-        log.info("%s: %s = %.4f (%.1f s) -> %s", bench.name, bench.key, record["score"], seconds, path)
+        log.info("%s: %s = %.4f (%.1f s)", bench.name, bench.key, record["score"], seconds)
         write_if_changed(out_dir / "summary.json", build_summary(cfg, chosen, records, checkpoint))
 
     summary = build_summary(cfg, chosen, records, checkpoint)
@@ -365,6 +373,6 @@ def _run(cfg: DictConfig, lm) -> dict:
         cfg.checkpoint,
         summary["average"],
         len(chosen),
-        ", ".join(computed) or "none",
+        ", ".join(b.name for b, *_ in plan) or "none",
     )
     return summary
