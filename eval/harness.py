@@ -285,6 +285,20 @@ def maybe_build_tiny(cfg: DictConfig) -> None:
     ensure_tiny_model(cfg.checkpoint, OmegaConf.to_container(tiny.build, resolve=True))
 
 
+def free_memory() -> None:
+    """Collect a model this run loaded and dropped (matters when a training process evaluates and goes on)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None):
     """torch's intra-op thread count set to ``n`` for the duration (None: leave it)."""
@@ -347,23 +361,38 @@ def _run(cfg: DictConfig, lm) -> dict:
             plan.append((bench, entry, task, settings, key))
 
     tm = None
-    for bench, entry, task, settings, key in plan:
-        if lm is None:
-            lm = load_model(cfg)
-        if tm is None:
-            tm = lmtasks.task_manager([b for b, _ in chosen], [e.get("task") or b.task for b, e in chosen])
-        log.info("%s: evaluating task %s", bench.name, task)
-        start = time.perf_counter()
-        out = evaluate_benchmark(lm, tm, cfg, bench, entry, task)
-        seconds = time.perf_counter() - start
-        record = result_record(cfg, bench, task, out, settings, key, checkpoint, seconds, lm)
-        if cfg.write_samples:
-            rows = [{"task": t, **s} for t, samples in (out.get("samples") or {}).items() for s in samples]
-            write_jsonl_atomic(out_dir / "samples" / f"{bench.name}.jsonl", rows)
-        write_json_atomic(out_dir / f"{bench.name}.json", record)
-        records[bench.name] = record
-        log.info("%s: %s = %.4f (%.1f s)", bench.name, bench.key, record["score"], seconds)
-        write_if_changed(out_dir / "summary.json", build_summary(cfg, chosen, records, checkpoint))
+    loaded_here = False
+    try:
+        for bench, entry, task, settings, key in plan:
+            if lm is None:
+                lm, loaded_here = load_model(cfg), True
+            if tm is None:
+                tm = lmtasks.task_manager(
+                    [b for b, _ in chosen], [e.get("task") or b.task for b, e in chosen]
+                )
+            log.info("%s: evaluating task %s", bench.name, task)
+            start = time.perf_counter()
+            out = evaluate_benchmark(lm, tm, cfg, bench, entry, task)
+            seconds = time.perf_counter() - start
+            if out is None:  # a non-zero rank of a data-parallel run: rank 0 writes
+                continue
+            record = result_record(cfg, bench, task, out, settings, key, checkpoint, seconds, lm)
+            if cfg.write_samples:
+                rows = [
+                    {"task": t, **s} for t, samples in (out.get("samples") or {}).items() for s in samples
+                ]
+                write_jsonl_atomic(out_dir / "samples" / f"{bench.name}.jsonl", rows)
+            write_json_atomic(out_dir / f"{bench.name}.json", record)
+            records[bench.name] = record
+            log.info("%s: %s = %.4f (%.1f s)", bench.name, bench.key, record["score"], seconds)
+            write_if_changed(out_dir / "summary.json", build_summary(cfg, chosen, records, checkpoint))
+    finally:
+        rank = getattr(lm, "rank", 0)
+        if loaded_here:
+            lm = None
+            free_memory()
+    if rank != 0:
+        return build_summary(cfg, chosen, records, checkpoint)
 
     summary = build_summary(cfg, chosen, records, checkpoint)
     write_if_changed(out_dir / "summary.json", summary)
@@ -376,3 +405,19 @@ def _run(cfg: DictConfig, lm) -> dict:
         ", ".join(b.name for b, *_ in plan) or "none",
     )
     return summary
+
+
+def evaluate_checkpoint(
+    checkpoint: str, benchmarks: str, output_dir: str, overrides: tuple[str, ...] = ()
+) -> dict:
+    """Compose the eval config for ``checkpoint`` and run it: what the end of a training run calls.
+
+    ``evaluate_checkpoint(final_dir, "mio8", f"{run_dir}/eval", ("unsafe_code=true",))`` writes
+    ``<run_dir>/eval/mio8/<benchmark>.json`` and ``summary.json`` and returns the summary.
+    """
+    from eval.config import compose
+
+    cfg = compose(
+        [f"checkpoint={checkpoint}", f"benchmarks={benchmarks}", f"output_dir={output_dir}", *overrides]
+    )
+    return run(cfg)

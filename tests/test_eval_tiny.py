@@ -117,3 +117,16 @@ def test_a_changed_setting_is_not_served_from_the_cache(first_run, tiny_checkpoi
     assert new["settings_hash"] != old["settings_hash"]
     assert new["settings"]["benchmark"]["gen_kwargs"] == {"max_gen_toks": 8}
     assert list(summary["scores"]) == ["asdiv"]
+
+
+def test_the_training_loop_entry_point(tiny_checkpoint, tmp_path):
+    """What the end of a training run calls: one function, checkpoint folder in, summary out."""
+    keep_one = tuple(f"~benchmarks.suite.{n}" for n in EIGHT if n != "svamp")
+    summary = harness.evaluate_checkpoint(
+        str(tiny_checkpoint),
+        "mio8_mini",
+        str(tmp_path / "eval"),
+        ("backend.batch_size=8", "backend.cpu_threads=1", "bootstrap_iters=0", *keep_one),
+    )
+    assert list(summary["scores"]) == ["svamp"] and summary["complete"]
+    assert (tmp_path / "eval" / "mio8_mini" / "svamp.json").exists()

@@ -271,3 +271,51 @@ def test_atomic_json_write(tmp_path):
 def test_settings_hash_ignores_key_order():
     assert settings_hash({"a": 1, "b": {"c": 2, "d": 3}}) == settings_hash({"b": {"d": 3, "c": 2}, "a": 1})
     assert settings_hash({"a": 1}) != settings_hash({"a": 2})
+
+
+# --- backends -------------------------------------------------------------------------------------------------------
+
+
+class _Captured:
+    args: dict = {}
+
+    @classmethod
+    def create_from_arg_obj(cls, args, extra):
+        cls.args = {**args, **{k: v for k, v in extra.items() if v is not None}}
+        return cls()
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_backend_arguments_are_passed_through(backend, monkeypatch):
+    import lm_eval.api.registry
+
+    from eval import harness
+    from eval.config import compose
+
+    seen = []
+    monkeypatch.setattr(lm_eval.api.registry, "get_model", lambda name: seen.append(name) or _Captured)
+    extra = (
+        ["+backend.model_args.tensor_parallel_size=2"]
+        if backend == "vllm"
+        else ["+backend.model_args.parallelize=true"]
+    )
+    cfg = compose(
+        [
+            "checkpoint=org/model",
+            "revision=abc",
+            f"backend.name={backend}",
+            "backend.batch_size=16",
+            "backend.device=cpu",
+            "backend.dtype=bfloat16",
+            *extra,
+        ]
+    )
+    harness.load_model(cfg)
+    args = _Captured.args
+    assert seen == [backend]
+    assert args["pretrained"] == "org/model" and args["revision"] == "abc" and args["dtype"] == "bfloat16"
+    assert args["batch_size"] == 16 and args["max_batch_size"] == 64
+    if backend == "vllm":
+        assert args["tensor_parallel_size"] == 2 and "device" not in args
+    else:
+        assert args["parallelize"] is True and args["device"] == "cpu"
