@@ -58,6 +58,17 @@ def list_fewshot_samples() -> list[dict]:
     return [dict(s) for s in FEWSHOT]
 
 
+def process_docs(dataset):
+    """Drop the ``Picture`` image column (the prompt is text only, as in the official runner), keep a flag."""
+    if "Picture" not in dataset.column_names:
+        return dataset
+    import datasets
+
+    if isinstance(dataset.features["Picture"], datasets.Image):
+        dataset = dataset.cast_column("Picture", datasets.Image(decode=False))  # no image decoding
+    return dataset.map(lambda doc: {"has_picture": doc["Picture"] is not None}, remove_columns=["Picture"])
+
+
 # --- a whitelist evaluator for the arithmetic in final answers ---------------------------------------------------
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
