@@ -142,7 +142,7 @@ class Config:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     seed: int = 42
     device: str = "auto"
-    output_dir: str = MISSING
+    output_dir: str | None = MISSING
     resume: bool = False
     skip_if_complete: bool = True
 
@@ -162,6 +162,16 @@ def _resolve_repo_root() -> str:
     return str(REPO_ROOT)
 
 
+def _safe_dirname(text: str, limit: int = 80) -> str:
+    """A sweep job's folder name from its overrides: no path separators, at most ``limit`` characters."""
+    import hashlib
+
+    text = text.replace("/", "-") or "defaults"
+    if len(text) <= limit:
+        return text
+    return text[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore and register the ``repo_root`` resolver (idempotent)."""
     from hydra.core.config_store import ConfigStore
@@ -172,6 +182,8 @@ def register_configs() -> None:
         cs.store(group="schema/method", name=name, node=method_schema(name))
     if not OmegaConf.has_resolver("repo_root"):
         OmegaConf.register_new_resolver("repo_root", _resolve_repo_root)
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", _safe_dirname)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:

@@ -245,7 +245,11 @@ class DeepSpeedEngine:
             config=ds_config,
         )
         self.module = self.engine
-        self.scheduler = build_scheduler(self.optimizer, cfg.trainer, num_training_steps)
+        # ZeRO wraps the torch optimizer and shares its param_groups: schedule the wrapped one's learning rate.
+        base = (
+            self.optimizer if isinstance(self.optimizer, torch.optim.Optimizer) else self.optimizer.optimizer
+        )
+        self.scheduler = build_scheduler(base, cfg.trainer, num_training_steps)
         self.stage = ds_config["zero_optimization"]["stage"]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

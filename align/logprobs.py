@@ -36,8 +36,12 @@ def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return getattr(model, model.base_model_prefix), model.get_output_embeddings()
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _token_logps(lm_head: nn.Module, hidden: Tensor, labels: Tensor, softcap: float | None) -> Tensor:
-    logits = lm_head(hidden).float()  # (M, V)
+    logits = _at_least_fp32(lm_head(hidden))  # (M, V)
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     return logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
@@ -65,8 +69,8 @@ def sequence_logps(
             parts.append(checkpoint(_token_logps, *args, use_reentrant=False))
         else:
             parts.append(_token_logps(*args))
-    token_logps = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
-    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
+    token_logps = torch.cat(parts) if parts else _at_least_fp32(h.new_zeros(0))
+    sums = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=input_ids.device)
     sums = sums.index_add(0, rows, token_logps)
     return SequenceLogps(sums, target.sum(dim=1))
 
@@ -75,9 +79,9 @@ def naive_sequence_logps(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor
 ) -> SequenceLogps:
     """Reference implementation: full logits from ``model(...)``, ``log_softmax``, masked sum (tests only)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+    logits = _at_least_fp32(model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits)
     logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    mask = loss_mask[:, 1:].float()
+    mask = loss_mask[:, 1:].to(logps.dtype)
     return SequenceLogps((logps * mask).sum(dim=1), mask.sum(dim=1).long())
 
 

@@ -45,7 +45,10 @@ def validate(cfg: DictConfig) -> dict:
             f"config values required but missing (set them on the command line): {', '.join(missing)}"
         )
     get_method(cfg.method.name)
-    return to_container(cfg)
+    resolved = to_container(cfg)
+    if not resolved["output_dir"]:
+        raise ValueError("output_dir is not set (outside a Hydra run, set output_dir=...)")
+    return resolved
 
 
 def run(cfg: DictConfig) -> dict:

@@ -1,0 +1,97 @@
+"""Every file under conf/ composes; misspelt keys and unknown names fail at compose time, naming them."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from align.config import CONF_DIR, compose
+
+TRAIN_GROUPS = ("model", "method", "dataset", "deepspeed", "trainer", "experiment", "paths")
+
+
+def training_group_files():
+    for group in TRAIN_GROUPS:
+        for f in sorted((CONF_DIR / group).glob("*.yaml")):
+            yield f"{group}={f.stem}"
+
+
+@pytest.mark.parametrize("override", list(training_group_files()))
+def test_every_training_group_file_composes(override):
+    extra = ["dataset.path=/data/prefs.jsonl"] if override == "dataset=local_file" else []
+    cfg = compose(["output_dir=unused", override, *extra])
+    from align.run import validate
+
+    validate(cfg)  # resolves every interpolation and checks the method name
+
+
+def test_per_model_trainer_files_apply_to_a_model_of_that_name():
+    for f in (CONF_DIR / "trainer" / "for_model").glob("*.yaml"):
+        assert (CONF_DIR / "model" / f.name).exists(), f"trainer/for_model/{f.name} names no model"
+    assert compose(["output_dir=x", "model=tiny"]).trainer.learning_rate == 1e-3
+    assert compose(["output_dir=x", "model=mistral7b"]).trainer.learning_rate == 5e-7
+
+
+def test_experiment_overrides_groups_and_values():
+    cfg = compose(["output_dir=x", "experiment=zephyr_dpo"])
+    assert cfg.model.name_or_path == "alignment-handbook/zephyr-7b-sft-full"
+    assert cfg.method.name == "dpo" and cfg.method.beta == 0.01 and cfg.deepspeed.zero_stage == 3
+    swapped = compose(["output_dir=x", "experiment=zephyr_dpo", "method=mio", "method.beta=0.01"])
+    assert swapped.method.name == "mio" and swapped.trainer.learning_rate == 5e-7
+
+
+def test_every_yaml_under_conf_is_covered_by_a_compose_test():
+    """Training groups here; conf/toy/ and the evaluation configs by the toy and eval test modules."""
+    owned_elsewhere = {"toy", "benchmarks"}
+    for f in CONF_DIR.rglob("*.yaml"):
+        rel = f.relative_to(CONF_DIR)
+        top = rel.parts[0]
+        if len(rel.parts) == 1:
+            assert rel.stem in ("config", "evaluate"), rel
+        elif top in owned_elsewhere or top == "hydra":
+            continue
+        else:
+            assert top in TRAIN_GROUPS, f"{rel}: a config group no compose test covers"
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("method.bta=0.2", "bta"),
+        ("trainer.learning_rat=1e-5", "learning_rat"),
+        ("model.nme_or_path=x", "nme_or_path"),
+        ("dataset.max_lenght=10", "max_lenght"),
+    ],
+)
+def test_misspelt_key_fails_naming_it(override, needle):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as e:
+        compose(["output_dir=x", override])
+    assert needle in str(e.value) or needle in str(e.value.__cause__)
+
+
+def test_misspelt_key_in_a_method_file_fails(tmp_path):
+    """A typo inside a YAML file (not only on the command line) is caught by the method's schema."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from align.config import register_configs
+
+    conf = tmp_path / "conf"
+    (conf / "method").mkdir(parents=True)
+    (conf / "config.yaml").write_text("defaults:\n  - method: typo\n  - _self_\n")
+    (conf / "method" / "typo.yaml").write_text(
+        "defaults:\n  - /schema/method@_here_: mio\n  - _self_\nbetta: 0.1\n"
+    )
+    register_configs()
+    with (
+        initialize_config_dir(config_dir=str(conf), version_base="1.3"),
+        pytest.raises(ConfigCompositionException) as e,
+    ):
+        hydra_compose(config_name="config")
+    assert "betta" in str(e.value) or "betta" in str(e.value.__cause__)
+
+
+def test_unknown_method_lists_the_options():
+    with pytest.raises(ConfigCompositionException, match="Could not find 'method/mioo'"):
+        compose(["output_dir=x", "method=mioo"])

@@ -1,0 +1,191 @@
+"""The training loop on the test-size tiny model: every method, invariants, resume, DeepSpeed, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import align.trainer as trainer_mod
+from align.losses import LOSSES, LossOutput, Method
+from align.run import run
+
+
+def losses(out: Path, split: str = "train") -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["split"] == split]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_method_trains(tiny_cfg, tiny_model_dir, tmp_path, name):
+    out = tmp_path / name
+    result = run(tiny_cfg(f"method={name}", out=out))
+    assert result["status"] == "completed" and result["steps"] == 4
+    train_losses = losses(out)
+    assert len(train_losses) == 4 and all(map(lambda x: x == x and abs(x) < 1e6, train_losses))
+    before, after = weights(tiny_model_dir), weights(out / "final")
+    assert any(not torch.equal(before[k], after[k]) for k in before), "no parameter changed"
+    ckpt = out / "checkpoints" / "step-000002"
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "optimizer.pt").exists()
+    assert (out / "config.yaml").exists() and json.loads((out / "env.json").read_text())["packages"]["torch"]
+    for key in (
+        "rewards/chosen",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/chosen_mean",
+        "mi/dv",
+        "mi/js",
+        "grad_norm",
+        "lr",
+        "tokens_per_s",
+    ):
+        assert key in result["train"], key
+    assert "loss" in result["eval"]
+
+
+def test_first_step_loss_is_ln4_for_mio_and_ln2_for_dpo(tiny_cfg, tmp_path):
+    """At step 1 the policy is the reference (TRL's invariant test checks ln 2 for DPO)."""
+    for name, expected in (("mio", 1.3862944), ("dpo", 0.6931472)):
+        out = tmp_path / name
+        run(tiny_cfg(f"method={name}", "trainer.max_steps=1", "trainer.save_steps=0", out=out))
+        assert losses(out)[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_same_seed_gives_the_same_losses(tiny_cfg, tmp_path):
+    a = losses(Path(run(tiny_cfg(out=tmp_path / "a"))["final_model"]).parent)
+    b = losses(Path(run(tiny_cfg(out=tmp_path / "b"))["final_model"]).parent)
+    assert a == pytest.approx(b, abs=1e-6)
+    c = losses(Path(run(tiny_cfg("seed=7", out=tmp_path / "c"))["final_model"]).parent)
+    assert c != pytest.approx(a, abs=1e-6)
+
+
+def test_accumulation_matches_a_larger_batch(tiny_cfg, tmp_path):
+    """Batch 1 x accumulation 4 and batch 4 x accumulation 1 take the same optimizer steps."""
+    common = ("trainer.max_steps=3", "trainer.save_steps=0")
+    run(
+        tiny_cfg(
+            *common,
+            "trainer.per_device_train_batch_size=1",
+            "trainer.gradient_accumulation_steps=4",
+            out=tmp_path / "acc",
+        )
+    )
+    run(
+        tiny_cfg(
+            *common,
+            "trainer.per_device_train_batch_size=4",
+            "trainer.gradient_accumulation_steps=1",
+            out=tmp_path / "big",
+        )
+    )
+    assert losses(tmp_path / "acc") == pytest.approx(losses(tmp_path / "big"), abs=1e-5)
+    wa, wb = weights(tmp_path / "acc" / "final"), weights(tmp_path / "big" / "final")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+
+
+def test_killed_run_resumes_on_the_same_curve(tiny_cfg, tmp_path, monkeypatch):
+    steps = ("trainer.max_steps=6", "trainer.save_steps=2", "trainer.eval_steps=3")
+    run(tiny_cfg(*steps, out=tmp_path / "whole"))
+
+    calls = {"n": 0}
+    real = trainer_mod.Trainer._policy_forward
+
+    def dies_in_step_5(self, batch):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise KeyboardInterrupt("simulated kill")
+        return real(self, batch)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_policy_forward", dies_in_step_5)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*steps, out=out))
+    assert json.loads((out / "results.json").read_text())["status"] == "failed"
+    assert [p.name for p in sorted((out / "checkpoints").glob("step-*"))] == ["step-000002", "step-000004"]
+    monkeypatch.setattr(trainer_mod.Trainer, "_policy_forward", real)
+    run(tiny_cfg(*steps, "resume=true", out=out))
+    assert losses(out) == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
+    assert losses(out, "eval") == pytest.approx(losses(tmp_path / "whole", "eval"), abs=1e-6)
+    steps_logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged == sorted(steps_logged), "rows after the checkpoint must not be logged twice"
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    calls = {"n": 0}
+
+    def nan_at_call_4(pc, pr, rc, rr, *, beta=0.1, chosen_negative_weight=0.5, negative_weight=1.0):
+        calls["n"] += 1
+        out = LOSSES["dpo"].fn(pc, pr, rc, rr, beta=beta)
+        bad = out.losses * float("nan") if calls["n"] == 4 else out.losses
+        return LossOutput(bad, out.chosen_rewards, out.rejected_rewards)
+
+    monkeypatch.setitem(LOSSES, "mio", Method(nan_at_call_4, needs_reference=True))
+    out = tmp_path / "nan"
+    with pytest.raises(
+        trainer_mod.NonFiniteLossError, match=r"loss is nan at step 4 .*Last good checkpoint: .*step-000002"
+    ):
+        run(
+            tiny_cfg(
+                "trainer.eval_steps=0", "dataset.max_eval_samples=null", "dataset.test_split=null", out=out
+            )
+        )
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "failed" and "NonFiniteLossError" in results["error"]
+    ckpt = out / "checkpoints" / "step-000002"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
+    assert all(torch.isfinite(v).all() for v in weights(ckpt).values())
+    assert len(losses(out)) == 3
+
+
+def test_reference_cache_is_computed_once_and_shared(tiny_cfg, tmp_path, monkeypatch):
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    run(tiny_cfg("method=mio", cache, out=tmp_path / "mio"))
+    assert len(list((tmp_path / "cache" / "reference_logps").glob("*.pt"))) == 2  # train and eval
+
+    def must_not_compute(*a, **k):
+        raise AssertionError("the reference cache was not reused")
+
+    monkeypatch.setattr(trainer_mod, "compute_table", must_not_compute)
+    run(tiny_cfg("method=dpo", "method.beta=0.3", cache, out=tmp_path / "dpo"))
+
+
+def test_reference_model_mode_matches_precomputed(tiny_cfg, tmp_path):
+    run(tiny_cfg("trainer.reference=precompute", out=tmp_path / "pre"))
+    run(tiny_cfg("trainer.reference=model", out=tmp_path / "model"))
+    assert losses(tmp_path / "pre") == pytest.approx(losses(tmp_path / "model"), abs=1e-6)
+
+
+def test_completed_run_is_skipped_and_a_different_config_refused(tiny_cfg, tmp_path):
+    out = tmp_path / "done"
+    first = run(tiny_cfg(out=out))
+    mtime = (out / "metrics.jsonl").stat().st_mtime_ns
+    assert run(tiny_cfg(out=out)) == first
+    assert (out / "metrics.jsonl").stat().st_mtime_ns == mtime
+    with pytest.raises(FileExistsError, match="different config"):
+        run(tiny_cfg("method.beta=0.5", out=out))
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_matches_plain_torch(tiny_cfg, tmp_path, stage):
+    """ZeRO-2 and ZeRO-3 (one CPU rank, fp32, torch AdamW) take the same steps as plain PyTorch."""
+    from transformers import AutoModelForCausalLM
+
+    common = ("trainer.max_steps=3", "trainer.save_steps=2", "trainer.precision=fp32")
+    run(tiny_cfg(*common, out=tmp_path / "torch"))
+    run(tiny_cfg(*common, f"deepspeed=zero{stage}", "deepspeed.overlap_comm=false", out=tmp_path / "ds"))
+    assert losses(tmp_path / "ds") == pytest.approx(losses(tmp_path / "torch"), abs=1e-5)
+    assert (tmp_path / "ds" / "checkpoints" / "step-000002" / "deepspeed").is_dir()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "ds" / "final")  # the consolidated folder reloads
+    ref = weights(tmp_path / "torch" / "final")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5)
