@@ -319,3 +319,12 @@ def test_backend_arguments_are_passed_through(backend, monkeypatch):
         assert args["tensor_parallel_size"] == 2 and "device" not in args
     else:
         assert args["parallelize"] is True and args["device"] == "cpu"
+
+
+def test_the_restricted_task_index_finds_every_benchmark():
+    """Only eval/tasks and the built-in folders named in the table are indexed; every table task must be there."""
+    benches = list(BENCHMARKS.values())
+    tm = lmtasks.task_manager(benches, [b.task for b in benches])
+    assert len(tm.all_tasks) < 1000  # not the full lm-eval index (~14,000 names)
+    for bench in benches:
+        assert bench.task in tm.all_tasks, bench.name
