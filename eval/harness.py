@@ -115,8 +115,12 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(cfg: DictConfig):
-    """The lm-eval model for ``cfg.checkpoint``: HFLM or vLLM, with ``backend.model_args`` passed through."""
+def load_model(cfg: DictConfig, commit: str | None = None):
+    """The lm-eval model for ``cfg.checkpoint``: HFLM or vLLM, with ``backend.model_args`` passed through.
+
+    ``commit``: for a hub checkpoint, the commit its revision resolved to when it was hashed, loaded instead of the
+    (movable) branch or tag name so that the weights evaluated are the weights recorded.
+    """
     from lm_eval.api.registry import get_model
 
     b = cfg.backend
@@ -128,6 +132,8 @@ def load_model(cfg: DictConfig):
     for key in ("revision", "tokenizer"):
         if cfg[key] is not None:
             args[key] = cfg[key]
+    if commit:
+        args["revision"] = commit
     if b.max_length is not None:
         args["max_length"] = b.max_length
     args.update(OmegaConf.to_container(b.model_args, resolve=True))
@@ -365,7 +371,7 @@ def _run(cfg: DictConfig, lm) -> dict:
     try:
         for bench, entry, task, settings, key in plan:
             if lm is None:
-                lm, loaded_here = load_model(cfg), True
+                lm, loaded_here = load_model(cfg, checkpoint.get("commit")), True
             if tm is None:
                 tm = lmtasks.task_manager(
                     [b for b, _ in chosen], [e.get("task") or b.task for b, e in chosen]

@@ -80,7 +80,7 @@ def test_rerun_with_the_same_settings_computes_nothing(first_run, monkeypatch):
     cfg, summary, folder = first_run
     before = _stamps(folder)
 
-    def no_model(_cfg):
+    def no_model(*_args):
         raise AssertionError("the rerun loaded the model")
 
     monkeypatch.setattr(harness, "load_model", no_model)
@@ -95,7 +95,7 @@ def test_an_interrupted_run_resumes_at_the_first_unfinished_benchmark(first_run,
     before = _stamps(folder)
     loads = []
     real_load = harness.load_model
-    monkeypatch.setattr(harness, "load_model", lambda c: loads.append(1) or real_load(c))
+    monkeypatch.setattr(harness, "load_model", lambda *a: loads.append(1) or real_load(*a))
     summary = harness.run(cfg)
     after = _stamps(folder)
     assert len(loads) == 1 and summary["complete"]
