@@ -133,6 +133,17 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class DistributedConfig:
+    launcher: str = "none"
+    nproc_per_node: Any = "auto"
+    nnodes: Any = "auto"
+    node_rank: Any = "auto"
+    master_addr: str = "auto"
+    master_port: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -140,6 +151,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 42
     device: str = "auto"
     output_dir: str | None = MISSING

@@ -92,7 +92,11 @@ def load_causal_lm(model_cfg, dtype: torch.dtype, trainable: bool = True):
         model.eval().requires_grad_(False)
         return model
     if model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     if model_cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model

@@ -26,7 +26,7 @@ from align.records import environment, read_json, write_json
 log = logging.getLogger("align")
 
 # Keys that change how a run is carried out, not what it computes.
-RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete")
+RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete", "distributed")
 
 
 def config_digest(resolved: dict) -> str:
@@ -52,34 +52,61 @@ def validate(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train one configuration into ``cfg.output_dir`` and return its results (also written to results.json)."""
-    from align.trainer import train
+    """Train one configuration into ``cfg.output_dir`` and return its results (also written to results.json).
+
+    With ``distributed.launcher`` set, this process writes the config and starts the ranks (align/launch.py);
+    otherwise it trains itself.
+    """
+    from align import launch
 
     resolved = validate(cfg)
     out = Path(cfg.output_dir)
     digest = config_digest(resolved)
-    results_file = out / "results.json"
-    if results_file.exists():
-        previous = read_json(results_file)
-        if previous.get("status") == "completed":
-            if previous.get("config_digest") != digest:
-                raise FileExistsError(
-                    f"{out} holds a completed run of a different config (digest {previous.get('config_digest')} vs "
-                    f"{digest}); choose another output folder (hydra.run.dir=...)"
-                )
-            if cfg.skip_if_complete:
-                log.info("%s: already completed, nothing to do (skip_if_complete=true)", out)
-                return previous
-    if dist.is_main():
+    previous = _previous_results(out, digest)
+    if previous is not None and cfg.skip_if_complete:
+        log.info("%s: already completed, nothing to do (skip_if_complete=true)", out)
+        return previous
+    parent = cfg.distributed.launcher != "none" and not launch.in_worker()
+    if dist.is_main() and (not parent or launch.topology(cfg.distributed)["node_rank"] == 0):
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         write_json(out / "env.json", environment(REPO_ROOT))
+    if not parent:
+        return train_here(cfg)
+    launch.launch(cfg.distributed, out / "config.yaml")
+    results_file = out / "results.json"
+    return read_json(results_file) if results_file.exists() else {}
+
+
+def _previous_results(out: Path, digest: str) -> dict | None:
+    """The results of a completed run in ``out``; an error if that run had another config."""
+    results_file = out / "results.json"
+    if not results_file.exists():
+        return None
+    previous = read_json(results_file)
+    if previous.get("status") != "completed":
+        return None
+    if previous.get("config_digest") != digest:
+        raise FileExistsError(
+            f"{out} holds a completed run of a different config (digest {previous.get('config_digest')} vs "
+            f"{digest}); choose another output folder (hydra.run.dir=...)"
+        )
+    return previous
+
+
+def train_here(cfg: DictConfig) -> dict:
+    """Train in this process (one of the ranks, or the only one); rank 0 writes results.json either way."""
+    from align.trainer import train
+
+    out = Path(cfg.output_dir)
+    results_file = out / "results.json"
     start = time.time()
     base = {
-        "config_digest": digest,
+        "config_digest": config_digest(to_container(cfg)),
         "method": cfg.method.name,
         "model": cfg.model.name_or_path,
         "seed": cfg.seed,
+        "world_size": dist.world_size(),
     }
     try:
         results = train(cfg, out)
