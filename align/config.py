@@ -144,6 +144,12 @@ class DistributedConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    benchmarks: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -152,6 +158,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     seed: int = 42
     device: str = "auto"
     output_dir: str | None = MISSING

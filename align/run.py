@@ -26,7 +26,7 @@ from align.records import environment, read_json, write_json
 log = logging.getLogger("align")
 
 # Keys that change how a run is carried out, not what it computes.
-RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete", "distributed")
+RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete", "distributed", "evaluate")
 
 
 def config_digest(resolved: dict) -> str:
@@ -63,19 +63,49 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     digest = config_digest(resolved)
     previous = _previous_results(out, digest)
-    if previous is not None and cfg.skip_if_complete:
-        log.info("%s: already completed, nothing to do (skip_if_complete=true)", out)
-        return previous
     parent = cfg.distributed.launcher != "none" and not launch.in_worker()
-    if dist.is_main() and (not parent or launch.topology(cfg.distributed)["node_rank"] == 0):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        write_json(out / "env.json", environment(REPO_ROOT))
-    if not parent:
-        return train_here(cfg)
-    launch.launch(cfg.distributed, out / "config.yaml")
-    results_file = out / "results.json"
-    return read_json(results_file) if results_file.exists() else {}
+    node0 = not parent or launch.topology(cfg.distributed)["node_rank"] == 0
+    if previous is not None and cfg.skip_if_complete:
+        log.info("%s: training already completed (skip_if_complete=true)", out)
+        results = previous
+    else:
+        if dist.is_main() and node0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            write_json(out / "env.json", environment(REPO_ROOT))
+        if not parent:
+            results = train_here(cfg)
+        else:
+            launch.launch(cfg.distributed, out / "config.yaml")
+            results = read_json(out / "results.json") if node0 else {}
+    if cfg.evaluate.benchmarks and dist.is_main() and node0:
+        results = evaluate_final_model(cfg, results)
+    return results
+
+
+def evaluate_final_model(cfg: DictConfig, results: dict) -> dict:
+    """Run the configured benchmark preset on ``final/`` (cached by eval/: a rerun computes nothing) and record
+    its summary in results.json."""
+    from eval.harness import evaluate_checkpoint
+
+    if not results.get("final_model"):
+        raise ValueError(
+            "evaluate.benchmarks is set but the run saved no final model (trainer.save_final=false)"
+        )
+    out = Path(cfg.output_dir)
+    summary = evaluate_checkpoint(
+        results["final_model"], cfg.evaluate.benchmarks, str(out / "eval"), tuple(cfg.evaluate.overrides)
+    )
+    results = results | {
+        "evaluation": {
+            "preset": cfg.evaluate.benchmarks,
+            "summary": str(out / "eval" / cfg.evaluate.benchmarks / "summary.json"),
+            "scores": summary.get("scores"),
+            "average": summary.get("average"),
+        }
+    }
+    write_json(out / "results.json", results)
+    return results
 
 
 def _previous_results(out: Path, digest: str) -> dict | None:

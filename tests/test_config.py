@@ -8,7 +8,7 @@ from omegaconf.errors import ConfigKeyError
 
 from align.config import CONF_DIR, compose
 
-TRAIN_GROUPS = ("model", "method", "dataset", "deepspeed", "trainer", "experiment", "paths")
+TRAIN_GROUPS = ("model", "method", "dataset", "deepspeed", "distributed", "trainer", "experiment", "paths")
 
 
 def training_group_files():
@@ -41,6 +41,23 @@ def test_experiment_overrides_groups_and_values():
     assert swapped.method.name == "mio" and swapped.trainer.learning_rate == 5e-7
 
 
+@pytest.mark.parametrize("name", sorted(f.stem for f in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")))
+def test_hydra_launcher_files_compose(name):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from align.config import register_configs
+
+    register_configs()
+    overrides = ["output_dir=x", f"hydra/launcher={name}"] + (
+        ["hydra.launcher.partition=gpu"] if name == "slurm" else []
+    )
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.tasks_per_node == 1
+
+
 def test_every_yaml_under_conf_is_covered_by_a_compose_test():
     """Training groups here; conf/toy/ and the evaluation configs by the toy and eval test modules."""
     owned_elsewhere = {"toy", "benchmarks"}
@@ -49,7 +66,7 @@ def test_every_yaml_under_conf_is_covered_by_a_compose_test():
         top = rel.parts[0]
         if len(rel.parts) == 1:
             assert rel.stem in ("config", "evaluate"), rel
-        elif top in owned_elsewhere or top == "hydra":
+        elif top in owned_elsewhere or rel.parts[:2] == ("hydra", "launcher"):
             continue
         else:
             assert top in TRAIN_GROUPS, f"{rel}: a config group no compose test covers"

@@ -189,3 +189,21 @@ def test_deepspeed_zero_matches_plain_torch(tiny_cfg, tmp_path, stage):
     ref = weights(tmp_path / "torch" / "final")
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_after_training_is_recorded_and_cached(tiny_cfg, tmp_path):
+    """evaluate.benchmarks runs eval/ on final/ and records its summary; a rerun computes nothing new."""
+    out = tmp_path / "ev"
+    overrides = (
+        "evaluate.benchmarks=mio8_mini",
+        "evaluate.overrides=['unsafe_code=true','backend.cpu_threads=1','backend.batch_size=8','bootstrap_iters=0']",
+    )
+    result = run(tiny_cfg(*overrides, out=out))
+    scores = result["evaluation"]["scores"]
+    assert len(scores) == 8 and all(0.0 <= s <= 1.0 for s in scores.values())
+    assert result["evaluation"]["average"] == pytest.approx(sum(scores.values()) / 8)
+    summary = out / "eval" / "mio8_mini" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    assert json.loads((out / "results.json").read_text())["evaluation"]["preset"] == "mio8_mini"
+    again = run(tiny_cfg(*overrides, out=out))
+    assert again["evaluation"]["scores"] == scores and summary.stat().st_mtime_ns == stamp
