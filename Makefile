@@ -7,11 +7,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+SCALE  ?= tiny
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train sweep eval toy lint format data lock clean
+.PHONY: help install test train sweep eval reproduce-table1 report toy lint format data lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -33,8 +34,14 @@ train: $(STAMP)  ## the main job: MIO on the tiny local model and bundled data (
 sweep: $(STAMP)  ## a three-method sweep (MIO, DPO, NCA-Pair) on the tiny default, one folder per job
 	$(PY) align/run.py -m method=mio,dpo,nca_pair $(ARGS)
 
-eval: $(STAMP)  ## evaluate a checkpoint on a benchmark preset: make eval ARGS="checkpoint=<dir> benchmarks=mio8"
+eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="checkpoint=<dir> benchmarks=mio8 unsafe_code=true"
 	$(PY) eval/run.py $(ARGS)
+
+reproduce-table1: $(STAMP)  ## Table 1 end to end: train methods x models, evaluate, tables and figures (SCALE=tiny|paper)
+	$(PY) -m analysis.reproduce --scale $(SCALE) $(ARGS)
+
+report: $(STAMP)  ## rebuild the tables, figures and report from existing result files (SCALE=tiny|paper)
+	$(PY) -m analysis.report --scale $(SCALE) $(ARGS)
 
 toy: $(STAMP)  ## regenerate every toy figure (PNG, PDF) and its data under toy/results/
 	$(PY) toy/run.py $(ARGS)
