@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from align.losses import LOSSES, hyperparameters
+from align.losses import LOSSES, hyperparameters, mi_estimates
 
 # What train_method records per epoch (means over prompts; gradients are of the per-pair loss).
 RECORD_COLUMNS = (
@@ -32,6 +32,8 @@ RECORD_COLUMNS = (
     "grad_pi_rejected",  # d loss / d pi(rejected)
     "grad_logit_chosen",  # d loss / d logit(chosen)
     "grad_logit_rejected",  # d loss / d logit(rejected)
+    "mi_dv",  # align.losses.mi_estimates on the logged rewards: the half-mix DV bound DPO maximises
+    "mi_js",  # ... and the JS bound MIO maximises (reference-free methods: their rewards are beta * log pi)
 )
 # Keyword that adds the pipeline's generic SFT term (ORPO's NLL on the chosen); not a loss hyperparameter.
 SFT_WEIGHT = "sft_weight"
@@ -166,22 +168,28 @@ def train_method(
         opt.zero_grad()
         loss.backward()
         with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)  # (P, V)
-            pi_c, pi_r = probs[rows, prefs.chosen], probs[rows, prefs.rejected]
-            # d loss / d pi = (d loss / d log pi) / pi: the loss as a function of the probabilities.
+            # float64 from the log-probs: the rejected probability falls to ~1e-38 and d loss/d pi- rises past
+            # float32's 3e38, so both are formed here in float64 from float32 log-probs (accurate at -90).
+            lp_c, lp_r = pc.double(), pr.double()  # (P,)
+            pi_c, pi_r = lp_c.exp(), lp_r.exp()
+            unseen_mass = (torch.softmax(logits.double(), dim=-1) * unseen).sum(-1)  # (P,)
+            mi = mi_estimates(out.chosen_rewards, out.rejected_rewards)
             row = torch.stack(
                 [
                     pi_c.mean(),
                     pi_r.mean(),
-                    (probs * unseen).sum(-1).mean(),
-                    loss,
-                    (n * pc.grad / pi_c).mean(),
-                    (n * pr.grad / pi_r).mean(),
-                    (n * logits.grad[rows, prefs.chosen]).mean(),
-                    (n * logits.grad[rows, prefs.rejected]).mean(),
+                    unseen_mass.mean(),
+                    loss.double(),
+                    # d loss / d pi = (d loss / d log pi) / pi: the loss as a function of the probabilities.
+                    (n * pc.grad.double() / pi_c).mean(),
+                    (n * pr.grad.double() / pi_r).mean(),
+                    (n * logits.grad[rows, prefs.chosen].double()).mean(),
+                    (n * logits.grad[rows, prefs.rejected].double()).mean(),
+                    torch.as_tensor(mi["mi/dv"], dtype=torch.float64),
+                    torch.as_tensor(mi["mi/js"], dtype=torch.float64),
                 ]
             )
-            records.append(row.double())  # float64 keeps gradients of ~1e30 and probabilities of ~1e-30
+            records.append(row)
         if epoch < epochs:
             opt.step()
     df = pd.DataFrame(torch.stack(records).numpy(), columns=list(RECORD_COLUMNS))
@@ -254,17 +262,24 @@ def run_dynamics(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def peak_and_final(records: pd.DataFrame, column: str = "chosen") -> pd.DataFrame:
-    """Per seed x scenario x method: the peak and final value of ``column``, the peak epoch, and final / peak."""
-    g = records.sort_values("epoch").groupby(["seed", "scenario", "method"], sort=False)[[column, "epoch"]]
-
-    def one(d: pd.DataFrame) -> pd.Series:
-        i = d[column].to_numpy().argmax()
-        peak, final = d[column].iloc[i], d[column].iloc[-1]
-        return pd.Series(
-            {"peak": peak, "peak_epoch": d["epoch"].iloc[i], "final": final, "ratio": final / peak}
+    """Per seed x scenario x method: the initial, peak and final value of ``column``, the peak epoch, final/peak."""
+    rows = []
+    for (seed, scenario, method), d in records.groupby(["seed", "scenario", "method"], sort=False):
+        values = d.sort_values("epoch")[column].to_numpy()
+        i = int(values.argmax())
+        rows.append(
+            {
+                "seed": seed,
+                "scenario": scenario,
+                "method": method,
+                "initial": values[0],
+                "peak": values[i],
+                "peak_epoch": int(d.sort_values("epoch").epoch.iloc[i]),
+                "final": values[-1],
+                "ratio": values[-1] / values[i],
+            }
         )
-
-    return g.apply(one).reset_index()
+    return pd.DataFrame(rows)
 
 
 def declines(summary: pd.DataFrame, drop: float) -> pd.Series:

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 from matplotlib.ticker import LogLocator, NullLocator  # noqa: E402
 
 ROLE_COLORS = {"chosen": "#2ca02c", "rejected": "#d62728", "unseen": "#7f7f7f"}
@@ -45,7 +45,7 @@ def fig_setup(setup: pd.DataFrame, labels: Mapping[str, str], stem: Path, dpi: i
     optimal = first.optimal.to_numpy().reshape(num_p, num_v)
     roles = first.role.to_numpy().reshape(num_p, num_v)
     fig = plt.figure(figsize=(13, 5.6))
-    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1], hspace=0.55, wspace=0.3)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1], hspace=0.55, wspace=0.35)
     ax = fig.add_subplot(grid[0, :2])
     im = ax.imshow(optimal, cmap="Blues", vmin=0, aspect="auto")
     fig.colorbar(im, ax=ax, fraction=0.03, label=r"$\pi^*(y|x)$")
@@ -80,7 +80,6 @@ def fig_setup(setup: pd.DataFrame, labels: Mapping[str, str], stem: Path, dpi: i
     ax.set(
         title="(b) preference set: one pair per prompt, the rest unseen",
         xlabel="response y",
-        ylabel="prompt x",
         xticks=range(num_v),
         yticks=range(num_p),
     )
@@ -90,7 +89,8 @@ def fig_setup(setup: pd.DataFrame, labels: Mapping[str, str], stem: Path, dpi: i
     for i, name in enumerate(scen):
         d = setup[setup.scenario == name].sort_values(["prompt", "response"])
         ax = fig.add_subplot(grid[1, i])
-        ax.imshow(d.init_prob.to_numpy().reshape(num_p, num_v), cmap="Greys", vmin=0, vmax=1, aspect="auto")
+        probs = d.init_prob.to_numpy().reshape(num_p, num_v)
+        im = ax.imshow(probs, cmap="Greys", norm=LogNorm(1e-3, 1), aspect="auto")
         for (p, v), role in np.ndenumerate(roles):
             if role != "unseen":
                 ax.add_patch(plt.Rectangle((v - 0.5, p - 0.5), 1, 1, fill=False, lw=2, ec=ROLE_COLORS[role]))
@@ -98,6 +98,7 @@ def fig_setup(setup: pd.DataFrame, labels: Mapping[str, str], stem: Path, dpi: i
         ax.set(xticks=[], yticks=range(num_p), xlabel="response y")
         if i == 0:
             ax.set_ylabel("(c) initial policy = reference\nprompt x", fontsize=9)
+    fig.colorbar(im, ax=fig.axes[-4:], fraction=0.02, label=r"$\pi_{ref}(y|x)$ (log)")
     return save(fig, stem, dpi)
 
 

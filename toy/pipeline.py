@@ -77,6 +77,9 @@ def run_dynamics_part(cfg, out: Path) -> dict:
     )
     files += figures.fig_all_methods(strided, list(d.methods), labels, out / "fig2b_all_methods", cfg.dpi)
     table = summary.groupby(["scenario", "method"]).agg(
+        initial_mean=("initial", "mean"),
+        peak_mean=("peak", "mean"),
+        final_mean=("final", "mean"),
         ratio_mean=("ratio", "mean"),
         ratio_min=("ratio", "min"),
         ratio_max=("ratio", "max"),
@@ -91,7 +94,7 @@ def run_dynamics_part(cfg, out: Path) -> dict:
                 "scenario": d.claim_scenario,
                 "drop": d.claim_drop,
                 "final_over_peak": {
-                    f"{m}/seed{s}": round(float(r), 4) for (m, s), r in claim["ratio"].items()
+                    f"{m}/seed{s}": round(float(r), 4) for (m, s), r in sorted(claim["ratio"].items())
                 },
                 "dpo_declines_mio_not": bool(
                     claim.loc["dpo", "declines"].all() and not claim.loc["mio", "declines"].any()
@@ -99,7 +102,7 @@ def run_dynamics_part(cfg, out: Path) -> dict:
                 if {"dpo", "mio"} <= set(d.methods)
                 else None,
             },
-            "final_over_peak_by_scenario": {
+            "chosen_by_scenario": {  # seed means of pi(chosen) at epoch 0, at its peak, at the end
                 f"{s}/{m}": {k: round(float(v), 4) for k, v in row.items()}
                 for (s, m), row in table.iterrows()
             },
