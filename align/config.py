@@ -111,6 +111,7 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"
     reference: str = "precompute"
+    group_by_length: bool = False
     logging_steps: int = 10
     eval_steps: int = 0
     save_steps: int = 0

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -109,22 +109,62 @@ class Averager:
 @dataclass
 class BatchOrder:
     """Deterministic, resumable order of micro-batches: epoch e is a permutation seeded with seed + e; each
-    global micro-batch of ``micro_bs * world`` rows is split across ranks. The last partial batch is dropped."""
+    global micro-batch of ``micro_bs * world`` rows is split across ranks. The last partial batch is dropped.
+
+    With ``lengths`` (``trainer.group_by_length``), each run of 64 global batches of the permutation is sorted by
+    length and the batches are then shuffled, as Hugging Face's LengthGroupedSampler does: less padding, still random.
+    """
 
     n: int
     micro_bs: int
     seed: int
+    lengths: list[int] | None = None
+    _epoch: tuple[int, list[int]] | None = field(default=None, repr=False)
 
     @property
     def per_epoch(self) -> int:
         return self.n // (self.micro_bs * dist.world_size())
 
+    def epoch_order(self, epoch: int) -> list[int]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.n, generator=gen).tolist()
+            if self.lengths is not None:
+                g = self.micro_bs * dist.world_size()
+                mega = 64 * g
+                order = [
+                    i
+                    for s in range(0, self.n, mega)
+                    for i in sorted(order[s : s + mega], key=lambda i: -self.lengths[i])
+                ]
+                batches = [order[s : s + g] for s in range(0, self.per_epoch * g, g)]
+                order = [i for b in torch.randperm(len(batches), generator=gen).tolist() for i in batches[b]]
+            self._epoch = (epoch, order)
+        return self._epoch[1]
+
     def positions(self, micro_index: int) -> list[int]:
         epoch, i = divmod(micro_index, self.per_epoch)
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
         g = self.micro_bs * dist.world_size()
         start = i * g + dist.rank() * self.micro_bs
-        return perm[start : start + self.micro_bs]
+        return self.epoch_order(epoch)[start : start + self.micro_bs]
+
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s), for MFU.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -151,7 +191,16 @@ class Trainer:
 
         self.tokenizer = load_tokenizer(cfg.model)
         self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
-        self.order = BatchOrder(len(self.data.train.dataset), tr.per_device_train_batch_size, cfg.seed)
+        lengths = None
+        if tr.group_by_length:
+            cols = self.data.train.dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+            lengths = [
+                len(p) + max(len(c), len(r))
+                for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"], strict=True)
+            ]
+        self.order = BatchOrder(
+            len(self.data.train.dataset), tr.per_device_train_batch_size, cfg.seed, lengths
+        )
         if self.order.per_epoch == 0:
             raise ValueError(
                 f"{len(self.data.train.dataset)} train pairs are fewer than one batch of "
@@ -173,6 +222,9 @@ class Trainer:
         if not self.use_ds and cfg.model.dtype == "auto":
             weights = torch.float32
         policy = PolicyLogps(load_causal_lm(cfg.model, weights), cfg.model.logps_chunk_size)
+        # 6N FLOPs per token for the policy's forward and backward (ZeRO-3 partitions keep the full size in ds_numel).
+        self.flops_per_token = 6 * sum(getattr(p, "ds_numel", p.numel()) for p in policy.parameters())
+        self.peak_flops = peak_flops(self.device) if self.bf16 else None
         if self.use_ds:
             self.engine = DeepSpeedEngine(policy, cfg, self.total_steps, ds_config)
         else:
@@ -304,7 +356,9 @@ class Trainer:
         ckpt = latest_checkpoint(ckpt_root) if cfg.resume else None
         if cfg.resume and ckpt is None:
             log.warning("resume=true but %s holds no checkpoint: starting from scratch", ckpt_root)
+        started = time.perf_counter()
         self._setup_reference(fresh=ckpt is None)
+        reference_seconds = time.perf_counter() - started
         if ckpt is not None:
             state = load_checkpoint(self.engine, ckpt)
             log.info("resumed from %s at step %d", ckpt, state["step"])
@@ -371,6 +425,9 @@ class Trainer:
                         "tokens_per_s": tokens / max(elapsed, 1e-9),
                         "epoch": state["micro_index"] / self.order.per_epoch,
                     }
+                    if self.peak_flops:
+                        per_rank = last_train["tokens_per_s"] / dist.world_size()
+                        last_train["mfu"] = per_rank * self.flops_per_token / self.peak_flops
                     if metrics is not None:
                         metrics.log(state["step"], "train", last_train)
                     if bar is not None:
@@ -407,6 +464,7 @@ class Trainer:
             "tokens": state["tokens"],
             "train_seconds": state["train_seconds"],
             "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
+            "reference_seconds": reference_seconds,
             "final_model": str(final_dir) if final_dir else None,
             "data": self.data.stats,
         }

@@ -207,3 +207,22 @@ def test_evaluation_after_training_is_recorded_and_cached(tiny_cfg, tmp_path):
     assert json.loads((out / "results.json").read_text())["evaluation"]["preset"] == "mio8_mini"
     again = run(tiny_cfg(*overrides, out=out))
     assert again["evaluation"]["scores"] == scores and summary.stat().st_mtime_ns == stamp
+
+
+def test_group_by_length_keeps_every_row_and_cuts_padding(tiny_cfg, tmp_path):
+    from align.trainer import BatchOrder
+
+    lengths = [int(x) for x in torch.randint(5, 200, (1000,), generator=torch.Generator().manual_seed(0))]
+    plain, grouped = BatchOrder(1000, 8, seed=3), BatchOrder(1000, 8, seed=3, lengths=lengths)
+    for order in (plain, grouped):
+        rows = [p for i in range(order.per_epoch) for p in order.positions(i)]
+        assert len(set(rows)) == len(rows) == order.per_epoch * 8  # each row at most once per epoch
+
+    def padded(order):
+        return sum(8 * max(lengths[p] for p in order.positions(i)) for i in range(order.per_epoch))
+
+    assert padded(grouped) < 0.8 * padded(plain)
+    assert grouped.positions(5) == BatchOrder(1000, 8, seed=3, lengths=lengths).positions(5)  # resumable
+    assert grouped.positions(5) != grouped.positions(125 + 5)  # a new epoch, a new order
+    result = run(tiny_cfg("trainer.group_by_length=true", out=tmp_path / "g"))
+    assert result["status"] == "completed" and result["reference_seconds"] >= 0
