@@ -83,7 +83,7 @@ def command(dcfg, config_file: Path) -> list[str]:
                f"--master_addr={t['master_addr']}", f"--master_port={t['master_port']}"]  # fmt: skip
     elif dcfg.launcher == "deepspeed":
         # --no_local_rank: the launcher would otherwise append --local_rank=N, which no Hydra-style argv accepts.
-        cmd = [shutil.which("deepspeed") or "deepspeed", "--no_local_rank", f"--num_gpus={t['nproc_per_node']}",
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--no_local_rank", f"--num_gpus={t['nproc_per_node']}",
                f"--num_nodes={t['nnodes']}", f"--node_rank={t['node_rank']}",
                f"--master_addr={t['master_addr']}", f"--master_port={t['master_port']}"]  # fmt: skip
     else:

@@ -65,3 +65,46 @@ def test_gradient_checkpointing_takes_the_same_steps(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.max_steps=2", out=tmp_path / "plain"))
     run(tiny_cfg("trainer.max_steps=2", "model.gradient_checkpointing=true", out=tmp_path / "ckpt"))
     assert losses(tmp_path / "ckpt") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
+
+
+def test_launch_commands_resolve_the_slurm_topology(monkeypatch, tmp_path):
+    """Under SLURM each node's job starts its own ranks: node rank and rendezvous come from the allocation."""
+    from omegaconf import OmegaConf
+
+    from align import launch
+    from align.config import DistributedConfig
+
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setattr(launch, "_slurm_hosts", lambda: ["node-a", "node-b"])
+    dcfg = OmegaConf.structured(DistributedConfig(launcher="torchrun", nproc_per_node=8))
+    cmd = launch.command(dcfg, tmp_path / "config.yaml")
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    assert {
+        "--nproc_per_node=8",
+        "--nnodes=2",
+        "--node_rank=1",
+        "--master_addr=node-a",
+        "--master_port=29500",
+    } <= set(cmd)
+    assert cmd[-3:] == ["-m", "align.worker", str(tmp_path / "config.yaml")]
+    dcfg.launcher = "deepspeed"
+    cmd = launch.command(dcfg, tmp_path / "config.yaml")
+    assert (
+        "--no_local_rank" in cmd
+        and "--num_gpus=8" in cmd
+        and cmd[-2:] == ["align.worker", str(tmp_path / "config.yaml")]
+    )
+    monkeypatch.delenv("SLURM_NNODES")
+    monkeypatch.delenv("SLURM_NODEID")
+    dcfg.launcher = "torchrun"
+    single = launch.topology(dcfg)
+    assert single["nnodes"] == 1 and single["node_rank"] == 0 and single["master_addr"] == "127.0.0.1"
+
+
+def test_deepspeed_launcher_path_matches_torchrun(tiny_cfg, tmp_path):
+    common = ("trainer.precision=fp32", "deepspeed=zero2", "deepspeed.overlap_comm=false", "trainer.per_device_train_batch_size=2",
+              "distributed.nproc_per_node=2")  # fmt: skip
+    run(tiny_cfg(*common, "distributed=deepspeed", out=tmp_path / "ds"))
+    run(tiny_cfg(*common, "distributed=torchrun", out=tmp_path / "tr"))
+    assert losses(tmp_path / "ds") == pytest.approx(losses(tmp_path / "tr"), abs=1e-6)
