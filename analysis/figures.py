@@ -1,0 +1,225 @@
+"""Training-curve figures from each run's ``metrics.jsonl``: Fig 3 (rewards and log-probs over steps, per method),
+Fig 5 (MIO vs NCA-Pair: reward accuracy and margins, train and held-out) and the batch DV vs JS MI estimates.
+
+One figure per base model and kind, written as PNG and PDF with a CSV beside it holding exactly the plotted
+points (model, method, label, run_dir, split, step, metric, value), so every point traces back to its run folder.
+Rewards are each method's own (``LossOutput.chosen_rewards``): comparable across the DPO family, on other scales
+for ORPO and SimPO; the log-probs (summed over response tokens) are comparable for every method.
+Uses matplotlib's object API (``Figure``), so no pyplot state or display backend is involved.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.collect import Sweep
+from analysis.tables import METHOD_ORDER, labelled_runs
+
+FIG3_METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "rewards/accuracies",
+)
+FIG5_METRICS = ("rewards/accuracies", "rewards/margins")
+MI_METRICS = ("mi/dv", "mi/js")
+TITLES = {
+    "rewards/chosen": "reward of the chosen",
+    "rewards/rejected": "reward of the rejected",
+    "rewards/margins": "reward margin (chosen - rejected)",
+    "logps/chosen": "log-prob of the chosen (sum)",
+    "logps/rejected": "log-prob of the rejected (sum)",
+    "rewards/accuracies": "reward accuracy",
+    "mi/dv": "DV (MINE) estimate, batch",
+    "mi/js": "JS estimate, batch",
+}
+
+
+@dataclass
+class FigureFiles:
+    """One written figure: its kind, base model, files and a one-line caption for the report."""
+
+    kind: str
+    model: str
+    png: Path
+    pdf: Path
+    csv: Path
+    caption: str
+
+
+def curve_frame(sweep: Sweep, metrics: tuple[str, ...], split: str | None = None) -> pd.DataFrame:
+    """The logged rows of ``metrics`` as a long frame: model, method, label, run_dir, split, step, metric, value."""
+    cols = ["model", "method", "label", "run_dir", "split", "step", "metric", "value"]
+    curves = sweep.curves
+    present = [m for m in metrics if m in curves]
+    if curves.empty or not present:
+        return pd.DataFrame(columns=cols)
+    if split is not None:
+        curves = curves[curves["split"] == split]
+    long = curves.melt(id_vars=["run_dir", "split", "step"], value_vars=present, var_name="metric").dropna(
+        subset=["value"]
+    )
+    runs = labelled_runs(sweep.runs)[["run_dir", "model", "method", "label"]]
+    long = runs.merge(long, on="run_dir")
+    long["metric"] = pd.Categorical(long["metric"], categories=list(metrics), ordered=True)
+    order = {d: i for i, d in enumerate(runs["run_dir"])}
+    long["_order"] = long["run_dir"].map(order)
+    long = long.sort_values(["_order", "split", "metric", "step"]).drop(columns="_order")
+    long["metric"] = long["metric"].astype(str)
+    return long[cols].reset_index(drop=True)
+
+
+def _style(method: str) -> dict:
+    """A fixed colour per method across every figure; MIO drawn black and thicker, NCA-Pair red."""
+    if method == "mio":
+        return {"color": "black", "linewidth": 2.2, "zorder": 3}
+    if method == "nca_pair":
+        return {"color": "tab:red", "linewidth": 1.6, "zorder": 2}
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    i = METHOD_ORDER.index(method) if method in METHOD_ORDER else hash(method)
+    return {"color": palette[i % len(palette)], "linewidth": 1.1, "alpha": 0.85}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+
+
+def _save(fig, data: pd.DataFrame, out: Path, stem: str) -> tuple[Path, Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    png, pdf, csv = out / f"{stem}.png", out / f"{stem}.pdf", out / f"{stem}.csv"
+    fig.savefig(png, dpi=130, bbox_inches="tight")
+    fig.savefig(pdf, bbox_inches="tight")
+    data.to_csv(csv, index=False)
+    return png, pdf, csv
+
+
+def _panels(data: pd.DataFrame, metrics: tuple[str, ...], ncols: int, title: str, split_label: str = ""):
+    """A grid of panels, one per metric, one line per run; the legend below the grid."""
+    from matplotlib.figure import Figure
+
+    nrows = -(-len(metrics) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.1 * nrows + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        panel = data[data["metric"] == metric]
+        for (_, label, method), line in panel.groupby(["run_dir", "label", "method"], sort=False):
+            ax.plot(line["step"], line["value"], label=label, **_style(method))
+        ax.set_title(f"{TITLES.get(metric, metric)}{split_label}", fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def fig3_training_curves(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
+    """Fig 3: rewards (chosen, rejected, margin, accuracy) and log-probs over training steps, every method, per model."""
+    data = curve_frame(sweep, FIG3_METRICS, split="train")
+    written = []
+    for model, block in data.groupby("model", sort=True):
+        fig = _panels(block, FIG3_METRICS, 3, f"Training curves (train batches), base model {model}")
+        files = _save(fig, block, Path(out_dir), f"fig3_training_curves_{_slug(model)}")
+        written.append(
+            FigureFiles(
+                "fig3",
+                model,
+                *files,
+                f"Fig 3 analogue, base model {model}: rewards and summed log-probs of the chosen and rejected "
+                "answers over optimizer steps (train batches, every logged step), one line per method.",
+            )
+        )
+    return written
+
+
+def fig5_mio_vs_nca(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
+    """Fig 5: MIO vs NCA-Pair on the same base model and data: reward accuracy and margin, train and held-out."""
+    written = []
+    train = curve_frame(sweep, FIG5_METRICS, split="train")
+    held = curve_frame(sweep, FIG5_METRICS, split="eval")
+    for model in sorted(set(train["model"])):
+        t, h = (d[(d["model"] == model) & d["method"].isin(["mio", "nca_pair"])] for d in (train, held))
+        if set(t["method"]) != {"mio", "nca_pair"}:
+            continue  # Fig 5 needs both runs on this model
+        from matplotlib.figure import Figure
+
+        rows = [("train batches", t)] + ([("held-out", h)] if len(h) else [])
+        fig = Figure(figsize=(9, 3.2 * len(rows) + 0.6), layout="constrained")
+        axes = fig.subplots(len(rows), 2, squeeze=False)
+        for r, (split_label, data) in enumerate(rows):
+            for c, metric in enumerate(FIG5_METRICS):
+                ax = axes[r][c]
+                panel = data[data["metric"] == metric]
+                for (_, label, method), line in panel.groupby(["run_dir", "label", "method"], sort=False):
+                    marker = "o" if split_label == "held-out" else None
+                    ax.plot(line["step"], line["value"], label=label, marker=marker, **_style(method))
+                ax.set_title(f"{TITLES[metric]} ({split_label})", fontsize=10)
+                ax.set_xlabel("optimizer step")
+                ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"MIO vs NCA-Pair, base model {model}, same data", fontsize=11)
+        files = _save(fig, pd.concat([t, h]), Path(out_dir), f"fig5_mio_vs_nca_pair_{_slug(model)}")
+        written.append(
+            FigureFiles(
+                "fig5",
+                model,
+                *files,
+                f"Fig 5 analogue, base model {model}: reward accuracy and margin of MIO and NCA-Pair over training "
+                "(train batches; held-out set at each evaluation).",
+            )
+        )
+    return written
+
+
+def mio_nca_max_difference(sweep: Sweep) -> pd.DataFrame:
+    """Per model, split and Fig 5 metric: the largest |MIO - NCA-Pair| over the steps both runs logged."""
+    cols = ["model", "split", "metric", "steps", "max_abs_difference"]
+    data = curve_frame(sweep, FIG5_METRICS)
+    data = data[data["method"].isin(["mio", "nca_pair"])]
+    if data.empty:
+        return pd.DataFrame(columns=cols)
+    wide = data.pivot_table(index=["model", "split", "metric", "step"], columns="method", values="value")
+    if not {"mio", "nca_pair"} <= set(wide.columns):
+        return pd.DataFrame(columns=cols)
+    diff = (wide["mio"] - wide["nca_pair"]).abs().dropna().groupby(level=["model", "split", "metric"])
+    return diff.agg(["size", "max"]).reset_index().set_axis(cols, axis=1)
+
+
+def fig_mi_estimates(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
+    """The batch DV (MINE) and JS mutual-information estimates over training, every method, per model."""
+    data = curve_frame(sweep, MI_METRICS, split="train")
+    written = []
+    for model, block in data.groupby("model", sort=True):
+        fig = _panels(block, MI_METRICS, 2, f"Batch MI estimates over training, base model {model}")
+        files = _save(fig, block, Path(out_dir), f"fig_mi_dv_js_{_slug(model)}")
+        written.append(
+            FigureFiles(
+                "mi",
+                model,
+                *files,
+                f"Base model {model}: the DV (MINE) and JS estimates of the prompt-response MI on each train batch "
+                "(align.losses.mi_estimates, half-mix negatives; the critic is the method's logged reward, "
+                "beta log(pi/pi_ref) for the DPO family), one line per method.",
+            )
+        )
+    return written
+
+
+def write_figures(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
+    """Every training figure for ``sweep`` into ``out_dir``."""
+    return [
+        *fig3_training_curves(sweep, out_dir),
+        *fig5_mio_vs_nca(sweep, out_dir),
+        *fig_mi_estimates(sweep, out_dir),
+    ]
