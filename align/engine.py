@@ -99,19 +99,14 @@ class TorchEngine:
         return contextlib.nullcontext()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        # DDP decides in forward whether backward all-reduces: skip it until the accumulation boundary.
         boundary = (self.micro_steps + 1) % self.accum == 0
-        sync = (
-            contextlib.nullcontext()
-            if boundary or not hasattr(self.module, "no_sync")
-            else self.module.no_sync()
-        )
-        self._sync = sync
-        with self.autocast():
+        skip_sync = not boundary and torch.is_grad_enabled() and hasattr(self.module, "no_sync")
+        with self.module.no_sync() if skip_sync else contextlib.nullcontext(), self.autocast():
             return self.module(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
 
     def backward(self, loss: torch.Tensor) -> None:
-        with self._sync:
-            (loss / self.accum).backward()
+        (loss / self.accum).backward()
 
     def step(self) -> float | None:
         self.micro_steps += 1

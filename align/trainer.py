@@ -9,6 +9,7 @@ held-out evaluation every ``eval_steps`` and at the end, checkpoints every ``sav
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import set_seed
 
 from align import distributed as dist
 from align.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -187,7 +189,7 @@ class Trainer:
         if self.use_ds:
             skip_cpu_shm_build()
         dist.init(self.device, self.use_ds)
-        torch.manual_seed(cfg.seed)
+        set_seed(cfg.seed)
 
         self.tokenizer = load_tokenizer(cfg.model)
         self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
@@ -304,11 +306,8 @@ class Trainer:
         return lambda b: ref(b["input_ids"], b["attention_mask"], b["loss_mask"])
 
     def _autocast(self):
-        return (
-            self.engine.autocast()
-            if isinstance(self.engine, TorchEngine)
-            else torch.autocast("cpu", enabled=False)
-        )
+        """bf16 autocast for plain PyTorch; DeepSpeed casts the model itself."""
+        return self.engine.autocast() if isinstance(self.engine, TorchEngine) else contextlib.nullcontext()
 
     def _reference(self, batch, split_name: str):
         if not self.method.needs_reference:
