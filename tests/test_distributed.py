@@ -16,12 +16,13 @@ from align.run import run
 
 @pytest.mark.parametrize("deepspeed", ["none", "zero3"])
 def test_two_ranks_match_one_rank_with_twice_the_batch(tiny_cfg, tmp_path, deepspeed):
-    """2 gloo ranks x 2 pairs, started through the GPU launch path (torchrun -> align.worker), take the same steps
-    as 1 rank x 4 pairs: the same losses, evaluation and (ZeRO-3: consolidated) final weights."""
+    """2 gloo ranks x 1 pair x 2 accumulation steps, started through the GPU launch path (torchrun -> align.worker),
+    take the same steps as 1 rank x 4 pairs: the same losses, evaluation and (ZeRO-3: consolidated) final weights."""
     common = ("trainer.precision=fp32", f"deepspeed={deepspeed}", "deepspeed.overlap_comm=false")
     run(tiny_cfg(*common, "trainer.per_device_train_batch_size=4", out=tmp_path / "one"))
-    two = run(tiny_cfg(*common, "trainer.per_device_train_batch_size=2", "distributed=torchrun",
-                       "distributed.nproc_per_node=2", out=tmp_path / "two"))  # fmt: skip
+    # 2 ranks x 1 pair x 2 accumulation steps (DDP skips the all-reduce on the first) = 4 pairs per step.
+    two = run(tiny_cfg(*common, "trainer.per_device_train_batch_size=1", "trainer.gradient_accumulation_steps=2",
+                       "distributed=torchrun", "distributed.nproc_per_node=2", out=tmp_path / "two"))  # fmt: skip
     assert two["status"] == "completed" and two["world_size"] == 2
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
     assert losses(tmp_path / "two", "eval") == pytest.approx(losses(tmp_path / "one", "eval"), abs=1e-5)
