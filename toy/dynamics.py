@@ -229,13 +229,16 @@ def loss_kwargs_for(method: str, overrides) -> dict:
     return {**kwargs, **extra}
 
 
-def run_dynamics(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every seed x scenario x method of ``cfg`` (the ``dynamics`` node).
+def run_dynamics(cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every seed x scenario x method of ``cfg`` (the ``dynamics`` node), and the optimizer variants.
 
-    Returns the per-epoch records (columns seed, scenario, method, epoch, chosen, rejected, unseen, loss, grad_*)
-    and the set-up table (seed, scenario, prompt, response, role, optimal, init_prob, warmup_kl).
+    Returns the per-epoch records (columns seed, scenario, method, epoch, chosen, rejected, unseen, loss, grad_*,
+    mi_*), the same for ``figure_methods`` under each of ``cfg.variants`` (plus a ``variant`` column), and the
+    set-up table (seed, scenario, prompt, response, role, optimal, init_prob, warmup_kl).
     """
-    frames, setups = [], []
+    frames, variant_frames, setups = [], [], []
+    runs = [(None, cfg.optimizer, cfg.lr, list(cfg.methods))]
+    runs += [(v.name, v.optimizer, v.lr, list(cfg.figure_methods)) for v in cfg.variants]
     for seed in cfg.seeds:
         prefs = make_preference_set(cfg.num_prompts, cfg.num_responses, cfg.optimal_temperature, seed)
         for name, sc in cfg.scenarios.items():
@@ -243,38 +246,46 @@ def run_dynamics(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
             target = warmup_target(prefs, sc.chosen_prob, sc.rejected_prob)
             kl = sft_warmup(policy, target, cfg.warmup_steps, cfg.warmup_lr)
             setups.append(setup_table(prefs, policy).assign(seed=seed, scenario=name, warmup_kl=kl))
-            for method in cfg.methods:
-                df = train_method(
-                    method,
-                    policy,
-                    prefs,
-                    epochs=cfg.epochs,
-                    lr=cfg.lr,
-                    optimizer=cfg.optimizer,
-                    loss_kwargs=loss_kwargs_for(method, cfg.loss_kwargs),
-                )
-                frames.append(df.assign(seed=seed, scenario=name, method=method))
-    records = pd.concat(frames, ignore_index=True)
+            for variant, optimizer, lr, methods in runs:
+                for method in methods:
+                    df = train_method(
+                        method,
+                        policy,
+                        prefs,
+                        epochs=cfg.epochs,
+                        lr=lr,
+                        optimizer=optimizer,
+                        loss_kwargs=loss_kwargs_for(method, cfg.loss_kwargs),
+                    ).assign(seed=seed, scenario=name, method=method)
+                    if variant is None:
+                        frames.append(df)
+                    else:
+                        variant_frames.append(df.assign(variant=variant))
     lead = ["seed", "scenario", "method", "epoch"]
+    records = pd.concat(frames, ignore_index=True)
+    records = records[lead + [c for c in records.columns if c not in lead]]
+    variants = pd.concat(variant_frames, ignore_index=True) if variant_frames else pd.DataFrame(columns=lead)
+    variants = variants[["variant"] + lead + [c for c in variants.columns if c not in lead + ["variant"]]]
     setup = pd.concat(setups, ignore_index=True)
     setup = setup[["seed", "scenario"] + [c for c in setup.columns if c not in ("seed", "scenario")]]
-    return records[lead + [c for c in records.columns if c not in lead]], setup
+    return records, variants, setup
 
 
-def peak_and_final(records: pd.DataFrame, column: str = "chosen") -> pd.DataFrame:
-    """Per seed x scenario x method: the initial, peak and final value of ``column``, the peak epoch, final/peak."""
+def peak_and_final(records: pd.DataFrame, column: str = "chosen", keys: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per seed x scenario x method (x ``keys``): the initial, peak and final value of ``column``, the peak
+    epoch, and final / peak."""
     rows = []
-    for (seed, scenario, method), d in records.groupby(["seed", "scenario", "method"], sort=False):
-        values = d.sort_values("epoch")[column].to_numpy()
+    by = [*keys, "seed", "scenario", "method"]
+    for group, d in records.groupby(by, sort=False):
+        d = d.sort_values("epoch")
+        values = d[column].to_numpy()
         i = int(values.argmax())
         rows.append(
             {
-                "seed": seed,
-                "scenario": scenario,
-                "method": method,
+                **dict(zip(by, group, strict=True)),
                 "initial": values[0],
                 "peak": values[i],
-                "peak_epoch": int(d.sort_values("epoch").epoch.iloc[i]),
+                "peak_epoch": int(d.epoch.iloc[i]),
                 "final": values[-1],
                 "ratio": values[-1] / values[i],
             }

@@ -28,8 +28,8 @@ METHOD_LABELS = {"dpo": "DPO", "mio": "MIO"}
 def save(fig: plt.Figure, stem: Path, dpi: int) -> list[Path]:
     """Write ``stem``.png and ``stem``.pdf and close the figure."""
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # same bytes on every run
+    fig.savefig(paths[0], dpi=dpi)
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # same bytes on every run
     plt.close(fig)
     return paths
 
@@ -45,7 +45,7 @@ def fig_setup(setup: pd.DataFrame, labels: Mapping[str, str], stem: Path, dpi: i
     optimal = first.optimal.to_numpy().reshape(num_p, num_v)
     roles = first.role.to_numpy().reshape(num_p, num_v)
     fig = plt.figure(figsize=(13, 5.6))
-    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1], hspace=0.55, wspace=0.35)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1], hspace=0.55, wspace=0.5)
     ax = fig.add_subplot(grid[0, :2])
     im = ax.imshow(optimal, cmap="Blues", vmin=0, aspect="auto")
     fig.colorbar(im, ax=ax, fraction=0.03, label=r"$\pi^*(y|x)$")
@@ -181,14 +181,43 @@ def fig_all_methods(
             if r == 0:
                 ax.set_title(method, fontsize=9)
             if c == 0:
-                ax.set_ylabel(labels[name].split(" ", 1)[0], fontsize=9)
+                ax.set_ylabel(_two_lines(labels[name]), fontsize=8)
             ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=6, loc="center right")
-    fig.suptitle(
-        "Likelihood dynamics of every loss in align.losses (mean over seeds); rows: scenarios "
-        + ", ".join(labels.values()),
-        fontsize=8,
+    fig.suptitle("Every loss in align.losses: probability mass over epochs (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem, dpi)
+
+
+def fig_variants(
+    records: pd.DataFrame, methods: Sequence[str], labels: Mapping[str, str], stem: Path, dpi: int
+) -> list[Path]:
+    """Fig 2c: pi(chosen) of ``methods`` per optimizer (rows, column ``variant``) and scenario (columns)."""
+    scen, variants = list(labels), list(dict.fromkeys(records.variant))
+    colors = dict(zip(methods, ["#1f77b4", "#d62728", "#9467bd", "#8c564b"], strict=False))
+    fig, axes = plt.subplots(
+        len(variants),
+        len(scen),
+        figsize=(3.2 * len(scen), 2.2 * len(variants)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
     )
+    for r, variant in enumerate(variants):
+        for c, name in enumerate(scen):
+            ax = axes[r, c]
+            for method in methods:
+                d = records[
+                    (records.variant == variant) & (records.scenario == name) & (records.method == method)
+                ]
+                _band(ax, d, "chosen", colors[method], METHOD_LABELS.get(method, method))
+            if r == 0:
+                ax.set_title(_two_lines(labels[name]), fontsize=9)
+        axes[r, 0].set_ylabel(f"{variant}\n$\\pi$(chosen)", fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Chosen likelihood under each optimizer (mean over seeds, min-max band)", fontsize=10)
     fig.tight_layout()
     return save(fig, stem, dpi)
 

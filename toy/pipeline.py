@@ -5,6 +5,8 @@ Files written to ``cfg.out_dir`` (names are fixed; the README links them):
 
 - ``fig1_toy_setup`` (+ ``fig1_toy_setup.csv``): optimal policy, preference set, initial policies.
 - ``fig2_likelihood_dynamics`` and ``fig2b_all_methods`` (+ ``dynamics_records.csv``, ``dynamics_summary.csv``).
+- ``fig2c_optimizers`` (+ ``dynamics_variants.csv``, ``dynamics_variants_summary.csv``): Fig 2's methods
+  under other optimizers.
 - ``fig4_gaussian_mi`` (+ ``fig4_estimates.csv``, ``fig4_grad_variance.csv``).
 - ``props_gradients`` (+ ``props_rejected_sweep.csv``, ``props_chosen_sweep.csv``, ``props_descent.csv``).
 - ``summary.json``: resolved config, versions, timings, files, and the numbers behind every claim.
@@ -61,21 +63,34 @@ def _csv(df: pd.DataFrame, path: Path) -> Path:
 def run_dynamics_part(cfg, out: Path) -> dict:
     """Figs 1-2: train every method in every scenario; returns the files and the late-decline claim numbers."""
     d = cfg.dynamics
-    records, setup = dynamics.run_dynamics(d)
+    records, variants, setup = dynamics.run_dynamics(d)
     summary = dynamics.peak_and_final(records)  # from every epoch, before the CSV's stride
     summary["declines"] = dynamics.declines(summary, d.claim_drop)
+    base = f"{d.optimizer}_lr{d.lr:g}"
+    both = pd.concat([records[records.method.isin(d.figure_methods)].assign(variant=base), variants])
+    var_summary = dynamics.peak_and_final(both, keys=("variant",))
+    var_summary["declines"] = dynamics.declines(var_summary, d.claim_drop)
     labels = {name: sc.label for name, sc in d.scenarios.items()}
-    strided = records[(records.epoch % d.record_every == 0) | (records.epoch == d.epochs)]
+    keep = lambda r: r[(r.epoch % d.record_every == 0) | (r.epoch == d.epochs)]  # noqa: E731
+    strided, strided_both = keep(records), keep(both)
     files = [
         _csv(setup, out / "fig1_toy_setup.csv"),
         _csv(strided, out / "dynamics_records.csv"),
         _csv(summary, out / "dynamics_summary.csv"),
+        _csv(keep(variants), out / "dynamics_variants.csv"),
+        _csv(var_summary, out / "dynamics_variants_summary.csv"),
     ]
     files += figures.fig_setup(setup[setup.seed == d.seeds[0]], labels, out / "fig1_toy_setup", cfg.dpi)
     files += figures.fig_dynamics(
         strided, list(d.figure_methods), labels, out / "fig2_likelihood_dynamics", cfg.dpi
     )
     files += figures.fig_all_methods(strided, list(d.methods), labels, out / "fig2b_all_methods", cfg.dpi)
+    files += figures.fig_variants(
+        strided_both, list(d.figure_methods), labels, out / "fig2c_optimizers", cfg.dpi
+    )
+    by_variant = var_summary.groupby(["variant", "scenario", "method"]).agg(
+        final_mean=("final", "mean"), ratio_mean=("ratio", "mean"), seeds_declining=("declines", "sum")
+    )
     table = summary.groupby(["scenario", "method"]).agg(
         initial_mean=("initial", "mean"),
         peak_mean=("peak", "mean"),
@@ -105,6 +120,10 @@ def run_dynamics_part(cfg, out: Path) -> dict:
             "chosen_by_scenario": {  # seed means of pi(chosen) at epoch 0, at its peak, at the end
                 f"{s}/{m}": {k: round(float(v), 4) for k, v in row.items()}
                 for (s, m), row in table.iterrows()
+            },
+            "by_optimizer": {  # figure_methods under the configured optimizer and each variant
+                f"{v}/{sc}/{m}": {k: round(float(x), 4) for k, x in row.items()}
+                for (v, sc, m), row in by_variant.iterrows()
             },
             "warmup_kl_max": float(setup.warmup_kl.max()),
         },

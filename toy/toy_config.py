@@ -21,6 +21,13 @@ class Scenario:
 
 
 @dataclass
+class OptimizerVariant:
+    name: str = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+
+
+@dataclass
 class DynamicsConfig:
     seeds: list[int] = MISSING
     num_prompts: int = MISSING
@@ -38,6 +45,7 @@ class DynamicsConfig:
     lr: float = MISSING
     epochs: int = MISSING
     record_every: int = MISSING
+    variants: list[OptimizerVariant] = field(default_factory=list)
     claim_scenario: str = MISSING
     claim_drop: float = MISSING
 
