@@ -75,17 +75,29 @@ def curve_frame(sweep: Sweep, metrics: tuple[str, ...], split: str | None = None
     return long[cols].reset_index(drop=True)
 
 
-def _style(method: str) -> dict:
-    """A fixed colour per method across every figure; MIO drawn black and thicker, NCA-Pair red."""
-    if method == "mio":
-        return {"color": "black", "linewidth": 2.2, "zorder": 3}
-    if method == "nca_pair":
-        return {"color": "tab:red", "linewidth": 1.6, "zorder": 2}
-    from matplotlib import colormaps
+# The baselines' colours: tab10 without its red, which NCA-Pair has.
+BASELINE_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
 
-    palette = colormaps["tab10"].colors
-    i = METHOD_ORDER.index(method) if method in METHOD_ORDER else hash(method)
-    return {"color": palette[i % len(palette)], "linewidth": 1.1, "alpha": 0.85}
+
+def _style(method: str) -> dict:
+    """A fixed style per method across every figure. MIO black dashed over a wider red NCA-Pair line, so where the
+    two coincide (their losses are equal at MIO's default knobs) both stay visible."""
+    if method == "mio":
+        return {"color": "black", "linewidth": 1.8, "linestyle": "--", "zorder": 3}
+    if method == "nca_pair":
+        return {"color": "tab:red", "linewidth": 3.0, "alpha": 0.8, "zorder": 2}
+    i = METHOD_ORDER.index(method) if method in METHOD_ORDER else sum(map(ord, method))
+    return {"color": BASELINE_COLOURS[i % len(BASELINE_COLOURS)], "linewidth": 1.1, "alpha": 0.85}
 
 
 def _slug(text: str) -> str:
