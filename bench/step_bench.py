@@ -346,7 +346,7 @@ def run_naive(args) -> dict:
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         with autocast:
             loss = naive_step(model, opt, batch, ref, cfg.trainer.max_grad_norm)
-        float(loss)
+        float(loss.detach())  # the trainer reads the loss every step too
         sync()
         times.append(time.perf_counter() - t0)
     return summarise(args, "naive", rows, times, mem.read(), n_params(model), ref_s=ref_s)
@@ -408,7 +408,16 @@ def run_trl(args, fast: bool) -> dict:
             sync()
             times.append(time.perf_counter() - self.t0)
 
+    seen: list[torch.Tensor] = []
+
     class TimedDPOTrainer(DPOTrainer):
+        def _get_train_sampler(self, *a, **k):  # the same batches, in the same order, as the other variants
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+        def compute_loss(self, model, inputs, *a, **k):
+            seen.append(inputs["attention_mask"].sum())  # non-pad tokens of this batch, read after training
+            return super().compute_loss(model, inputs, *a, **k)
+
         def _precompute_ref_logps(self, *a, **k):
             sync()
             t0 = time.perf_counter()
@@ -431,7 +440,6 @@ def run_trl(args, fast: bool) -> dict:
         max_length=None,
         bf16=dev.type == "cuda",
         use_cpu=dev.type != "cuda",
-        train_sampling_strategy="sequential",  # the same batches, in the same order, as the other variants
         logging_steps=n_batches,
         report_to="none",
         save_strategy="no",
@@ -456,6 +464,9 @@ def run_trl(args, fast: bool) -> dict:
     mem.reset()
     trainer.train()
     out_dir.cleanup()
+    expected = [batch_tokens(rows[i * size.pairs : (i + 1) * size.pairs]) for i in range(n_batches)]
+    if [int(t) for t in seen] != expected:
+        raise AssertionError(f"TRL's batches differ from ours: {[int(t) for t in seen]} vs {expected}")
     extra = {
         "gradient_checkpointing": bool(config.gradient_checkpointing),
         "liger": bool(liger),
@@ -618,8 +629,8 @@ def check(args) -> dict:
         out[f"step{step}"] = {
             "loss_ours": float(loss.detach()),
             "loss_naive": float(naive_loss.detach()),
-            "loss_abs_diff": abs(float(loss) - float(naive_loss)),
-            "policy_logps_max_abs_diff": float((sums - torch.cat([pc, pr])).abs().max()),
+            "loss_abs_diff": abs(float(loss.detach()) - float(naive_loss.detach())),
+            "policy_logps_max_abs_diff": float((sums - torch.cat([pc, pr])).detach().abs().max()),
             "policy_logps_max_abs": float(sums.detach().abs().max()),
             "grad_max_abs_diff": grad_diff,
             "grad_max_abs": grad_scale,
