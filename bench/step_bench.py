@@ -254,6 +254,7 @@ def run_ours(args) -> dict:
         engine.backward(loss)
         engine.step()
         window.add(stats, size.pairs)
+        int(batch["attention_mask"].sum())  # the trainer's token count for tokens_per_s (a host sync)
         sync()
         times.append(time.perf_counter() - t0)
     return summarise(
