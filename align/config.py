@@ -112,6 +112,7 @@ class TrainerConfig:
     precision: str = "auto"
     reference: str = "precompute"
     group_by_length: bool = False
+    cpu_threads: int | None = None
     logging_steps: int = 10
     eval_steps: int = 0
     save_steps: int = 0

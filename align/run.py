@@ -32,7 +32,7 @@ RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete", "distributed", "eval
 def config_digest(resolved: dict) -> str:
     """Hash of the resolved config without runtime keys: two runs with the same digest compute the same thing."""
     body = {k: v for k, v in resolved.items() if k not in RUNTIME_KEYS}
-    body["trainer"] = {k: v for k, v in body["trainer"].items() if k != "progress_bar"}
+    body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in ("progress_bar", "cpu_threads")}
     body.pop("paths", None)
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,23 +85,28 @@ def preference_loss(
 
 
 class Averager:
-    """Pair-weighted means of per-batch statistics, summed across ranks when read."""
+    """Pair-weighted means of per-batch statistics, accumulated on their device (no host sync per batch);
+    ``read`` sums across ranks and copies once. Every rank must ``add`` at least once before ``read``."""
 
     def __init__(self):
-        self.totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
-        self.pairs = 0.0
+        self.keys: list[str] | None = None
+        self.total: torch.Tensor | None = (
+            None  # (K + 1,): weighted sums of the K statistics, then the pair count
+        )
 
     def add(self, stats: dict[str, torch.Tensor], pairs: float) -> None:
-        for k, v in stats.items():
-            self.totals[k] = self.totals[k] + v.detach().double().cpu() * pairs
-        self.pairs += pairs
+        if self.keys is None:
+            self.keys = sorted(stats)
+        vec = torch.stack([stats[k].detach().double() for k in self.keys])
+        vec = torch.cat([vec * pairs, vec.new_tensor([pairs])])
+        self.total = vec if self.total is None else self.total + vec
 
     def read(self) -> dict[str, float]:
-        keys = sorted(self.totals)
-        vec = dist.all_reduce_sum(
-            torch.stack([self.totals[k] for k in keys] + [torch.tensor(self.pairs, dtype=torch.float64)])
-        )
-        return {k: float(v / max(float(vec[-1]), 1.0)) for k, v in zip(keys, vec[:-1], strict=True)}
+        if self.total is None:
+            return {}
+        vec = dist.all_reduce_sum(self.total).cpu()
+        pairs = max(float(vec[-1]), 1.0)
+        return {k: float(v) / pairs for k, v in zip(self.keys, vec[:-1], strict=True)}
 
 
 # --------------------------------------------------------------------------------------------- batching
@@ -189,6 +193,8 @@ class Trainer:
         if self.use_ds:
             skip_cpu_shm_build()
         dist.init(self.device, self.use_ds)
+        if tr.cpu_threads:
+            torch.set_num_threads(tr.cpu_threads)
         set_seed(cfg.seed)
 
         self.tokenizer = load_tokenizer(cfg.model)
@@ -401,7 +407,7 @@ class Trainer:
                     self.engine.backward(loss)
                     norm = self.engine.step()
                     window.add(stats, len(rows))
-                    window_tokens += int(batch["attention_mask"].sum())
+                    window_tokens = window_tokens + batch["attention_mask"].sum()  # stays on the device
                     state["micro_index"] += 1
                 state["step"] += 1
                 if norm is not None:
@@ -415,7 +421,7 @@ class Trainer:
                     bar.update(1)
                 if state["step"] % tr.logging_steps == 0 or state["step"] == self.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    tokens = int(dist.all_reduce_sum(torch.tensor(window_tokens)))
+                    tokens = int(dist.all_reduce_sum(torch.as_tensor(window_tokens, device=self.device)))
                     state["tokens"] += tokens
                     state["train_seconds"] += elapsed
                     last_train = window.read() | {
