@@ -171,8 +171,8 @@ def build(
     df, benchmarks = tables.table1_frame(sweep, preset)
     status = sweep.runs["status"].value_counts().to_dict() if not sweep.runs.empty else {}
     overrides = _sweep_overrides(runs_dir)
-    record = out / "reproduce.json"
-    last = json.loads(record.read_text()) if record.exists() else None
+    log = out / "reproduce_log.jsonl"
+    invocations = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
 
     lines = [
         f"# Table 1 sweep: SCALE={scale}",
@@ -184,11 +184,19 @@ def build(
     ]
     if overrides is not None:
         lines.append(f"Sweep overrides (Hydra's multirun.yaml): `{' '.join(overrides)}`.")
-    if last:
-        lines.append(
-            f"Last `make reproduce-table1`: `{last['command']}`, sweep {last['sweep_seconds']:.0f} s, "
-            f"exit code {last['returncode']}."
-        )
+    if invocations:
+        lines += [
+            "",
+            f"`make reproduce-table1` invocations on this folder ({_rel(log, out)}; a rerun that finds every job "
+            "done only checks, in seconds):",
+            "",
+            "| started | sweep seconds | exit code | command |",
+            "|---|---:|---:|---|",
+            *(
+                f"| {r['started']} | {r['sweep_seconds']:.0f} | {r['returncode']} | `{r['command']}` |"
+                for r in invocations[-10:]
+            ),
+        ]
     lines += [
         "",
         f"## Table 1: benchmark scores (preset `{preset}`)",

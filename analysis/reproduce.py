@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "sweep_seconds": sweep_seconds,
         "returncode": returncode,
     }
-    (out / "reproduce.json").write_text(json.dumps(record, indent=2) + "\n")
+    with open(out / "reproduce_log.jsonl", "a") as log:  # one line per invocation: the report lists them
+        log.write(json.dumps(record) + "\n")
     report = build(runs, out, args.scale)
     total = time.time() - start
     print(f"sweep: {sweep_seconds:.0f} s (exit code {returncode}); sweep + analysis: {total:.0f} s")

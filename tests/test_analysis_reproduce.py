@@ -81,7 +81,7 @@ def test_reproduce_table1_end_to_end_then_a_rerun_computes_nothing(tiny_model_di
     assert sorted(set(curves["step"])) == [1, 2, 3, 4]  # QUICK_RUN: 4 steps, a row every step
     report = (out / "report.md").read_text()
     assert (out / "table1.md").read_text() in report and "fig3_training_curves_tiny.png" in report
-    assert json.loads((out / "reproduce.json").read_text())["returncode"] == 0
+    assert json.loads((out / "reproduce_log.jsonl").read_text())["returncode"] == 0
 
     before = snapshot(runs)
     results_before = {d.name: (d / "results.json").read_text() for d in run_dirs}
@@ -98,6 +98,8 @@ def test_reproduce_table1_end_to_end_then_a_rerun_computes_nothing(tiny_model_di
         p.startswith(d.name + "/eval/mio8_mini/") for p in after for d in run_dirs
     )  # compared, unchanged
     assert {d.name: (d / "results.json").read_text() for d in run_dirs} == results_before
+    assert len((out / "reproduce_log.jsonl").read_text().splitlines()) == 2
+    assert (out / "report.md").read_text().count("| 0 | `python ") == 2  # both invocations listed
 
 
 def test_tiny_grid_is_every_registered_method_on_two_models():
