@@ -25,8 +25,9 @@ from pathlib import Path
 
 from analysis.report import REPO, SCALES, build, default_out_dir
 
-# Environment for SCALE=tiny (the user's own values win). One torch thread: the tiny model's matmuls are too small
-# to share, and on a shared 2-core machine the default thread count made training ~15x slower (measured).
+# Environment for SCALE=tiny (the user's own values win). One thread also for what runs before the trainer applies
+# trainer.cpu_threads (the tiny models' build and SFT warm-up): on a shared 2-core machine torch's default thread
+# count made the tiny model's training ~15x slower (measured).
 TINY_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
