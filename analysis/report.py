@@ -41,7 +41,8 @@ SCALE_NOTES = {
 
 def default_out_dir(scale: str) -> Path:
     """``<paths.log_dir>/table1/<scale>``, with log_dir resolved as conf/paths/default.yaml does."""
-    return Path(os.environ.get("MIO_LOG_DIR", REPO / "outputs")) / "table1" / scale
+    root = Path(os.environ.get("MIO_ROOT", REPO))
+    return Path(os.environ.get("MIO_LOG_DIR", root / "outputs")) / "table1" / scale
 
 
 def _rel(path: str | Path, start: Path) -> str:
