@@ -184,10 +184,11 @@ def _resolve_repo_root() -> str:
 
 
 def _safe_dirname(text: str, limit: int = 80) -> str:
-    """A sweep job's folder name from its overrides: no path separators, at most ``limit`` characters."""
+    """A sweep job's folder name from its overrides (``method=mio,seed=1`` -> ``method-mio__seed-1``): no path
+    separators, no ``=`` or ``,`` (they would not survive as Hydra override values), at most ``limit`` characters."""
     import hashlib
 
-    text = text.replace("/", "-") or "defaults"
+    text = text.replace("/", "-").replace("=", "-").replace(",", "__") or "defaults"
     if len(text) <= limit:
         return text
     return text[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]

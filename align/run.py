@@ -31,10 +31,9 @@ RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete", "distributed", "eval
 
 def config_digest(resolved: dict) -> str:
     """Hash of the resolved config without runtime keys: two runs with the same digest compute the same thing."""
-    body = {k: v for k, v in resolved.items() if k not in RUNTIME_KEYS}
-    body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in ("progress_bar", "cpu_threads")}
-    body.pop("paths", None)
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(_comparable(resolved), sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
 
 
 def validate(cfg: DictConfig) -> dict:
@@ -62,7 +61,7 @@ def run(cfg: DictConfig) -> dict:
     resolved = validate(cfg)
     out = Path(cfg.output_dir)
     digest = config_digest(resolved)
-    previous = _previous_results(out, digest)
+    previous = _previous_results(out, digest, resolved)
     parent = cfg.distributed.launcher != "none" and not launch.in_worker()
     node0 = not parent or launch.topology(cfg.distributed)["node_rank"] == 0
     if previous is not None and cfg.skip_if_complete:
@@ -104,24 +103,51 @@ def evaluate_final_model(cfg: DictConfig, results: dict) -> dict:
             "average": summary.get("average"),
         }
     }
-    write_json(out / "results.json", results)
+    if results != read_json(out / "results.json"):
+        write_json(out / "results.json", results)
     return results
 
 
-def _previous_results(out: Path, digest: str) -> dict | None:
-    """The results of a completed run in ``out``; an error if that run had another config."""
+def _previous_results(out: Path, digest: str, resolved: dict) -> dict | None:
+    """The results of a completed run in ``out``; an error naming the keys if that run computed something else.
+
+    Keys the old run's config.yaml lacks (added to the schema since, at defaults that keep old behaviour) do not
+    count as differences, so a config schema that grows does not orphan finished runs."""
     results_file = out / "results.json"
     if not results_file.exists():
         return None
     previous = read_json(results_file)
-    if previous.get("status") != "completed":
-        return None
-    if previous.get("config_digest") != digest:
+    if previous.get("status") != "completed" or previous.get("config_digest") == digest:
+        return previous if previous.get("status") == "completed" else None
+    old_file = out / "config.yaml"
+    old = OmegaConf.to_container(OmegaConf.load(old_file)) if old_file.exists() else {}
+    changed = [k for k in _differences(_comparable(old), _comparable(resolved)) if k]
+    if changed or not old:
         raise FileExistsError(
-            f"{out} holds a completed run of a different config (digest {previous.get('config_digest')} vs "
-            f"{digest}); choose another output folder (hydra.run.dir=...)"
+            f"{out} holds a completed run of a different config ({', '.join(changed[:8]) or 'no config.yaml'} "
+            "differ); choose another output folder (hydra.run.dir=...)"
         )
     return previous
+
+
+def _comparable(resolved: dict) -> dict:
+    body = {k: v for k, v in resolved.items() if k not in RUNTIME_KEYS and k != "paths"}
+    body["trainer"] = {
+        k: v for k, v in body.get("trainer", {}).items() if k not in ("progress_bar", "cpu_threads")
+    }
+    return body
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring keys present only in ``new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            d
+            for k in old.keys() | new.keys()
+            if k in old
+            for d in _differences(old[k], new.get(k), f"{prefix}{k}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def train_here(cfg: DictConfig) -> dict:

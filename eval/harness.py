@@ -423,7 +423,8 @@ def evaluate_checkpoint(
     """
     from eval.config import compose
 
-    cfg = compose(
-        [f"checkpoint={checkpoint}", f"benchmarks={benchmarks}", f"output_dir={output_dir}", *overrides]
-    )
+    # Paths go in after composing: as command-line overrides, a folder named like "0_method=mio" would not parse.
+    cfg = compose([f"benchmarks={benchmarks}", *overrides])
+    OmegaConf.update(cfg, "checkpoint", str(checkpoint))
+    OmegaConf.update(cfg, "output_dir", str(output_dir))
     return run(cfg)

@@ -73,7 +73,7 @@ def tiny_cfg(tiny_model_dir, tmp_path):
 
     def make(*overrides: str, out: Path | None = None):
         out = out or tmp_path / "run"
-        base = [f"output_dir={out}", f"model.name_or_path={tiny_model_dir}", *TINY_MODEL, *QUICK_RUN]
+        base = [f"output_dir='{out}'", f"model.name_or_path={tiny_model_dir}", *TINY_MODEL, *QUICK_RUN]
         return compose([*base, *overrides])
 
     return make
