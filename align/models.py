@@ -7,8 +7,6 @@ reference-log-prob cache: the resolved hub commit, or a content hash of a local 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,7 +24,6 @@ DTYPES = {
     "bf16": torch.bfloat16,
     "float16": torch.float16,
 }
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt")
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -112,51 +109,9 @@ def load_causal_lm(model_cfg, dtype: torch.dtype, trainable: bool = True):
     return model
 
 
-def _file_digest(path: Path, index: dict) -> str:
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    if key not in index:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        index[key] = h.hexdigest()
-    return index[key]
-
-
-def folder_fingerprint(folder: str | os.PathLike, cache_file: str | os.PathLike | None = None) -> str:
-    """sha256 over the names and contents of a model folder's weight, config and tokenizer files.
-
-    Per-file digests are memoised in ``cache_file`` keyed by (path, size, mtime), so a 7B folder is read once.
-    """
-    folder = Path(folder)
-    index = {}
-    if cache_file and Path(cache_file).exists():
-        index = json.loads(Path(cache_file).read_text())
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
-        h.update(f.name.encode())
-        h.update(_file_digest(f, index).encode())
-    if cache_file:
-        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(cache_file) + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, cache_file)
-    return h.hexdigest()
-
-
 def model_fingerprint(model_cfg, cache_dir: str | os.PathLike) -> str:
     """What identifies the reference weights: a local folder's content hash, or hub name + resolved commit."""
+    from align.fingerprint import fingerprint
+
     source = prepare_model_source(model_cfg)
-    if Path(source).is_dir():
-        return "folder:" + folder_fingerprint(source, Path(cache_dir) / "file_digests.json")
-    from huggingface_hub import HfApi
-
-    try:
-        sha = HfApi().model_info(source, revision=model_cfg.revision).sha
-    except Exception:  # noqa: BLE001 - offline: fall back to the locally cached snapshot's commit
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(source, revision=model_cfg.revision, local_files_only=True)
-        sha = Path(local).name
-    return f"hub:{source}@{sha}"
+    return fingerprint(source, model_cfg.revision, Path(cache_dir) / "file_digests.json")["content_hash"]

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig
 
 from align.config import ModelConfig, PathsConfig
+from align.fingerprint import is_local
 
 
 @dataclass
@@ -91,11 +92,6 @@ class EvalConfig:
     output_dir: str = MISSING
     write_samples: bool = True
     overwrite: bool = False
-
-
-def is_local(checkpoint: str) -> bool:
-    """A folder on disk (existing, or written as a path) rather than a hub name like "org/model"."""
-    return Path(checkpoint).expanduser().exists() or checkpoint.startswith(("/", "./", "../", "~"))
 
 
 def checkpoint_slug(checkpoint: str) -> str:

@@ -21,9 +21,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from align.fingerprint import fingerprint
 from eval import benchmarks as bm
 from eval import lmtasks
-from eval.checkpoints import fingerprint
 from eval.results import (
     SCHEMA,
     SUMMARY_SCHEMA,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval import checkpoints, lmtasks
+from align import fingerprint as checkpoints
+from eval import lmtasks
 from eval.benchmarks import BENCHMARKS, primary_score
 from eval.results import settings_hash, write_json_atomic
 from eval.tasks import execution

@@ -1,4 +1,6 @@
-"""A checkpoint's identity for result files: a content hash of a local folder, or the hub commit of a hub name.
+"""A model's identity: a content hash of a local folder, or the hub commit of a hub name.
+
+Used to key the reference-log-prob cache (align/reference.py) and every evaluation result (eval/).
 
 Local folders: sha256 over the (relative name, sha256) pairs of the files that define the model (weights, configs,
 tokenizer files, chat template, remote code). Hashing a 7B checkpoint reads ~15 GB once; the per-file digests are
@@ -17,8 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from eval.config import is_local
-from eval.results import write_json_atomic
+from align.records import write_json
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ MODEL_FILE_SUFFIXES = (
     ".tiktoken",
 )
 SKIPPED_NAMES = {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+
+
+def is_local(checkpoint: str) -> bool:
+    """A folder on disk (existing, or written as a path) rather than a hub name like "org/model"."""
+    return Path(checkpoint).expanduser().exists() or checkpoint.startswith(("/", "./", "../", "~"))
 
 
 def model_files(folder: Path) -> list[Path]:
@@ -89,7 +95,7 @@ def folder_hash(folder: str | os.PathLike, cache_file: str | os.PathLike | None 
                 changed = True
             pairs.append(f"{path.name}\0{entry[2]}\n")
         if changed and cache_file is not None:
-            write_json_atomic(cache_file, cache)
+            write_json(cache_file, cache)
     finally:
         if lock is not None:
             lock.release()
