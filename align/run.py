@@ -152,7 +152,7 @@ def _differences(old, new, prefix: str = "") -> list[str]:
 
 def train_here(cfg: DictConfig) -> dict:
     """Train in this process (one of the ranks, or the only one); rank 0 writes results.json either way."""
-    from align.trainer import train
+    from align.trainer import TrainingInterrupted, train
 
     out = Path(cfg.output_dir)
     results_file = out / "results.json"
@@ -172,7 +172,7 @@ def train_here(cfg: DictConfig) -> dict:
                 results_file,
                 base
                 | {
-                    "status": "failed",
+                    "status": "interrupted" if isinstance(e, TrainingInterrupted) else "failed",
                     "error": f"{type(e).__name__}: {e}",
                     "wall_seconds": time.time() - start,
                 },

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,33 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM arrived; the run saved a checkpoint at the end of the step and stopped (resume=true continues)."""
+
+
+class StopSignal:
+    """SIGTERM (scancel, SLURM preemption, a launcher stopping its ranks) asks the loop to finish its step, save a
+    checkpoint and stop, instead of losing everything since the last periodic checkpoint. Ranks agree on it."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self, device: torch.device) -> bool:
+        if dist.world_size() == 1:
+            return self.flag
+        return bool(dist.all_reduce_sum(torch.tensor([float(self.flag)], device=device)).item() > 0)
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 # ---------------------------------------------------------------------------------------------- the loss
@@ -385,6 +414,7 @@ class Trainer:
         last_train: dict[str, float] = {}
         window, window_tokens, window_start, grad_norms = Averager(), 0, time.perf_counter(), []
         self.engine.train(True)
+        stop = StopSignal()
         try:
             while state["step"] < self.total_steps:
                 for _ in range(tr.gradient_accumulation_steps):
@@ -448,12 +478,24 @@ class Trainer:
                     if metrics is not None:
                         metrics.log(state["step"], "eval", last_eval)
                     window_start = time.perf_counter()  # evaluation time is not training throughput
-                if tr.save_steps > 0 and state["step"] % tr.save_steps == 0 and not final:
+                saved = tr.save_steps > 0 and state["step"] % tr.save_steps == 0 and not final
+                if saved:
                     save_checkpoint(
                         self.engine, self.tokenizer, ckpt_root, state["step"], state, tr.save_total_limit
                     )
                     window_start = time.perf_counter()
+                if not final and stop.requested(self.device):
+                    path = ckpt_root / f"step-{state['step']:06d}"
+                    if not saved:
+                        path = save_checkpoint(
+                            self.engine, self.tokenizer, ckpt_root, state["step"], state, 0
+                        )
+                    raise TrainingInterrupted(
+                        f"stopped by SIGTERM after step {state['step']}; checkpoint {path}; "
+                        "continue with resume=true in the same output_dir"
+                    )
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
             if metrics is not None:

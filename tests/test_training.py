@@ -239,3 +239,38 @@ def test_group_by_length_keeps_every_row_and_cuts_padding(tiny_cfg, tmp_path):
     assert grouped.positions(5) != grouped.positions(125 + 5)  # a new epoch, a new order
     result = run(tiny_cfg("trainer.group_by_length=true", out=tmp_path / "g"))
     assert result["status"] == "completed" and result["reference_seconds"] >= 0
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues_the_curve(tiny_cfg, tiny_model_dir, tmp_path):
+    """scancel / preemption: SIGTERM finishes the step, saves, stops; resume=true continues the same curve."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import QUICK_RUN, REPO, TINY_MODEL
+
+    steps = ("trainer.max_steps=200", "trainer.save_steps=0", "trainer.eval_steps=0", "trainer.cpu_threads=1")
+    out = tmp_path / "term"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "align" / "run.py"), f"model.name_or_path={tiny_model_dir}", *TINY_MODEL,
+         *QUICK_RUN, *steps, f"hydra.run.dir={out}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode != 0, "the run must not look like a success"
+    result = json.loads((out / "results.json").read_text())
+    assert result["status"] == "interrupted" and "resume=true" in result["error"], err[-2000:]
+    ckpts = sorted((out / "checkpoints").glob("step-*"))
+    assert len(ckpts) == 1
+    stopped_at = int(ckpts[0].name.split("-")[1])
+    assert 5 <= stopped_at < 200
+    run(tiny_cfg(*steps, "resume=true", "trainer.tensorboard=true", out=out))
+    run(tiny_cfg(*steps, out=tmp_path / "whole"))
+    assert losses(out) == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
