@@ -69,6 +69,7 @@ class ModelConfig:
     chat_template: str | None = None
     gradient_checkpointing: bool = False
     logps_chunk_size: int = 1024
+    share_prompt: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     build: TinyBuildConfig | None = None
 

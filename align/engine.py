@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from align import distributed as dist
-from align.logprobs import PolicyLogps
+from align.logprobs import PolicyLogps, model_inputs
 
 
 def build_optimizer(params, trainer_cfg, fused: bool) -> torch.optim.Optimizer:
@@ -106,7 +106,7 @@ class TorchEngine:
         boundary = (self.micro_steps + 1) % self.accum == 0
         skip_sync = not boundary and torch.is_grad_enabled() and hasattr(self.module, "no_sync")
         with self.module.no_sync() if skip_sync else contextlib.nullcontext(), self.autocast():
-            return self.module(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+            return self.module(**model_inputs(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.accum).backward()
@@ -251,7 +251,7 @@ class DeepSpeedEngine:
         self.stage = ds_config["zero_optimization"]["stage"]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.engine(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+        return self.engine(**model_inputs(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)  # scales by 1 / gradient_accumulation_steps

@@ -1,10 +1,12 @@
 """Per-sequence log-probs of response tokens: one forward over chosen and rejected together.
 
-The batch holds 2B sequences (chosen rows first, then rejected), right-padded, with ``loss_mask`` marking the
-response tokens. The backbone runs once; only hidden states at response positions go through ``lm_head``, in
-chunks of ``chunk_size`` tokens that are recomputed in backward, so full-vocabulary float32 logits are never held
-for the whole batch. ``naive_sequence_logps`` is the textbook version (full logits, ``log_softmax``) that the
-parity tests compare against.
+Two batch layouts (``align.preference_data``): ``collate`` gives 2B right-padded rows (chosen rows first, then
+rejected) with ``loss_mask`` marking response tokens; ``collate_shared`` gives one row per pair, prompt + chosen +
+rejected, where a 4D mask hides the chosen from the rejected tokens and position ids restart the rejected right
+after the prompt, so the prompt runs once (``model.share_prompt``). Either way the backbone runs once; only hidden
+states at response positions go through ``lm_head``, in chunks of ``chunk_size`` tokens that are recomputed in
+backward, so full-vocabulary float32 logits are never held for the whole batch. ``naive_sequence_logps`` is the
+textbook version (full logits, ``log_softmax``) that the parity tests compare against.
 """
 
 from __future__ import annotations
@@ -47,20 +49,14 @@ def _token_logps(lm_head: nn.Module, hidden: Tensor, labels: Tensor, softcap: fl
     return logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def sequence_logps(
-    model: nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    loss_mask: Tensor,
-    chunk_size: int = 1024,
+def _gathered_logps(
+    model, hidden, input_ids, t_row, t_pred, t_pos, t_seq, n_seq: int, chunk_size: int
 ) -> SequenceLogps:
-    """Log-probs of the tokens where ``loss_mask`` is 1, summed per sequence. Inputs (N, T); outputs (N,)."""
-    backbone, lm_head = causal_lm_parts(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    target = loss_mask[:, 1:].bool()  # token t+1 is predicted from position t
-    rows, cols = target.nonzero(as_tuple=True)  # (M,)
-    h = hidden[:, :-1][rows, cols]  # (M, H)
-    labels = input_ids[:, 1:][rows, cols]  # (M,)
+    """Sum, per sequence ``t_seq``, the log-prob of token ``input_ids[t_row, t_pos]`` given the hidden state at
+    ``[t_row, t_pred]``. Index tensors (M,), one entry per response token."""
+    _, lm_head = causal_lm_parts(model)
+    h = hidden[t_row, t_pred]  # (M, H)
+    labels = input_ids[t_row, t_pos]  # (M,)
     softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
     parts = []
     for start in range(0, h.shape[0], chunk_size):
@@ -70,9 +66,48 @@ def sequence_logps(
         else:
             parts.append(_token_logps(*args))
     token_logps = torch.cat(parts) if parts else _at_least_fp32(h.new_zeros(0))
-    sums = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=input_ids.device)
-    sums = sums.index_add(0, rows, token_logps)
-    return SequenceLogps(sums, target.sum(dim=1))
+    sums = torch.zeros(n_seq, dtype=token_logps.dtype, device=input_ids.device).index_add(
+        0, t_seq, token_logps
+    )
+    return SequenceLogps(sums, torch.bincount(t_seq, minlength=n_seq))
+
+
+def sequence_logps(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    loss_mask: Tensor,
+    chunk_size: int = 1024,
+) -> SequenceLogps:
+    """Log-probs of the tokens where ``loss_mask`` is 1, summed per sequence. Inputs (N, T); outputs (N,)."""
+    backbone, _ = causal_lm_parts(model)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    rows, cols = loss_mask[:, 1:].bool().nonzero(as_tuple=True)  # token t+1 is predicted from position t
+    return _gathered_logps(
+        model, hidden, input_ids, rows, cols, cols + 1, rows, input_ids.shape[0], chunk_size
+    )
+
+
+def shared_prompt_logps(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    tgt_row: Tensor,
+    tgt_pred: Tensor,
+    tgt_pos: Tensor,
+    tgt_seq: Tensor,
+    chunk_size: int = 1024,
+) -> SequenceLogps:
+    """Per-sequence log-probs from one row per pair (``collate_shared``): inputs (B, L), a (B, 1, L, L) boolean
+    mask, explicit predecessor positions; outputs (2B,) in ``collate``'s order (chosen rows, then rejected)."""
+    backbone, _ = causal_lm_parts(model)
+    hidden = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
+    return _gathered_logps(
+        model, hidden, input_ids, tgt_row, tgt_pred, tgt_pos, tgt_seq, 2 * input_ids.shape[0], chunk_size
+    )
 
 
 def naive_sequence_logps(
@@ -86,13 +121,38 @@ def naive_sequence_logps(
 
 
 class PolicyLogps(nn.Module):
-    """Wraps a causal LM so that its forward returns per-sequence log-probs (what DeepSpeed's engine calls)."""
+    """Wraps a causal LM so that its forward returns per-sequence log-probs (what DeepSpeed's engine calls), for
+    either batch layout."""
 
     def __init__(self, model: nn.Module, chunk_size: int = 1024):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
-        out = sequence_logps(self.model, input_ids, attention_mask, loss_mask, self.chunk_size)
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor | None = None, **shared: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        if shared:
+            out = shared_prompt_logps(
+                self.model, input_ids, attention_mask, chunk_size=self.chunk_size, **shared
+            )
+        else:
+            out = sequence_logps(self.model, input_ids, attention_mask, loss_mask, self.chunk_size)
         return out.sums, out.counts
+
+
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "loss_mask",
+    "position_ids",
+    "tgt_row",
+    "tgt_pred",
+    "tgt_pos",
+    "tgt_seq",
+)
+
+
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The entries of a collated batch that ``PolicyLogps.forward`` takes (not ``row`` or ``n_tokens``)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}

@@ -407,4 +407,57 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         "attention_mask": attention_mask,
         "loss_mask": loss_mask,
         "row": torch.tensor([r["row"] for r in rows], dtype=torch.long),
+        "n_tokens": attention_mask.sum(),
+    }
+
+
+def collate_shared(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pairs -> one right-padded row each, prompt + chosen + rejected, so the prompt runs once.
+
+    The rejected tokens attend to the prompt and to each other but not to the chosen, and their position ids
+    continue from the prompt, so each token sees exactly what it sees in ``collate``'s layout. Returns input_ids
+    and position_ids (B, L), attention_mask (B, 1, L, L) boolean, and per response token its row, the position
+    whose hidden state predicts it (``tgt_pred``; the first rejected token is predicted from the prompt's last),
+    its own position and its sequence index in ``collate``'s order (chosen b -> b, rejected b -> B + b).
+    ``n_tokens`` counts tokens as ``collate`` would (each prompt twice), so throughput figures stay comparable.
+    """
+    b_size = len(rows)
+    width = max(len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+    input_ids = torch.full((b_size, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((b_size, width), dtype=torch.long)
+    mask = torch.zeros((b_size, 1, width, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    t_row, t_pred, t_pos, t_seq = [], [], [], []
+    n_tokens = 0
+    for b, r in enumerate(rows):
+        p, c, j = len(r["prompt_ids"]), len(r["chosen_ids"]), len(r["rejected_ids"])
+        if p == 0:
+            raise ValueError(
+                "collate_shared needs a non-empty prompt (the first answer token is predicted from it)"
+            )
+        n = p + c + j
+        input_ids[b, :n] = torch.tensor(r["prompt_ids"] + r["chosen_ids"] + r["rejected_ids"])
+        position_ids[b, :n] = torch.cat([torch.arange(p + c), torch.arange(p, p + j)])
+        m = causal[:n, :n].clone()
+        m[p + c :, p : p + c] = False  # the rejected never sees the chosen
+        mask[b, 0, :n, :n] = m
+        mask[b, 0, range(n, width), range(n, width)] = True  # padding attends to itself (no all-masked rows)
+        chosen_pos = list(range(p, p + c))
+        rejected_pos = list(range(p + c, n))
+        t_row += [b] * (c + j)
+        t_pos += chosen_pos + rejected_pos
+        t_pred += [q - 1 for q in chosen_pos] + [p - 1] + rejected_pos[:-1]
+        t_seq += [b] * c + [b_size + b] * j
+        n_tokens += 2 * p + c + j
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "position_ids": position_ids,
+        "tgt_row": as_long(t_row),
+        "tgt_pred": as_long(t_pred),
+        "tgt_pos": as_long(t_pos),
+        "tgt_seq": as_long(t_seq),
+        "row": as_long([r["row"] for r in rows]),
+        "n_tokens": torch.tensor(n_tokens),
     }

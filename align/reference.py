@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from align import distributed as dist
-from align.preference_data import Split, collate
+from align.preference_data import Split
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ def compute_table(
     forward: Callable[[dict], tuple[torch.Tensor, torch.Tensor]],
     split: Split,
     batch_size: int,
-    pad_id: int,
+    collate_fn: Callable[[list[dict]], dict],
     device: torch.device,
 ) -> ReferenceTable:
-    """Score every row of ``split`` with ``forward`` (batch -> (sums, counts) over 2B sequences)."""
+    """Score every row of ``split`` with ``forward`` (batch from ``collate_fn`` -> (sums, counts) over 2B sequences)."""
     ds = split.dataset
     n, world, rank = len(ds), dist.world_size(), dist.rank()
     per_rank = math.ceil(n / world)
@@ -65,7 +65,7 @@ def compute_table(
     positions = [min(rank + k * world, n - 1) for k in range(per_rank)]
     rows, sums, counts = [], [], []
     for start in range(0, per_rank, batch_size):
-        batch = collate([ds[p] for p in positions[start : start + batch_size]], pad_id)
+        batch = collate_fn([ds[p] for p in positions[start : start + batch_size]])
         s, c = forward({k: v.to(device) for k, v in batch.items()})
         b = batch["row"].shape[0]
         rows.append(batch["row"])

@@ -10,6 +10,7 @@ held-out evaluation every ``eval_steps`` and at the end, checkpoints every ``sav
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -24,10 +25,10 @@ from transformers import set_seed
 from align import distributed as dist
 from align.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from align.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, skip_cpu_shm_build
-from align.logprobs import PolicyLogps
+from align.logprobs import PolicyLogps, model_inputs
 from align.losses import Method, get_method, hyperparameters, mi_estimates
 from align.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_dtype
-from align.preference_data import PreferenceData, Split, collate, load_preference_data
+from align.preference_data import PreferenceData, Split, collate, collate_shared, load_preference_data
 from align.records import MetricsLog, write_json
 from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute
 
@@ -227,6 +228,15 @@ class Trainer:
         set_seed(cfg.seed)
 
         self.tokenizer = load_tokenizer(cfg.model)
+        if (
+            cfg.model.share_prompt and cfg.model.attn_implementation != "sdpa"
+        ):  # eager would add a boolean mask
+            raise ValueError(
+                f"model.share_prompt needs a custom 4D attention mask: attn_implementation=sdpa, not {cfg.model.attn_implementation}"
+            )
+        self.collate = functools.partial(
+            collate_shared if cfg.model.share_prompt else collate, pad_id=self.tokenizer.pad_token_id
+        )
         self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
         lengths = None
         if tr.group_by_length:
@@ -309,7 +319,7 @@ class Trainer:
             if forward is None:  # at step 0 the policy *is* the reference; after a resume, load the reference
                 forward = self._policy_forward if fresh else self._load_reference_model()
             with self._autocast():
-                return compute_table(forward, split, bs, self.tokenizer.pad_token_id, self.device)
+                return compute_table(forward, split, bs, self.collate, self.device)
 
         self.engine.train(False)
         for name, split in (("train", self.data.train), ("eval", self.data.eval)):
@@ -336,9 +346,9 @@ class Trainer:
             }
             engine = deepspeed.initialize(model=ref, config=conf)[0]
             engine.eval()
-            return lambda b: engine(b["input_ids"], b["attention_mask"], b["loss_mask"])
+            return lambda b: engine(**model_inputs(b))
         ref.to(self.device)
-        return lambda b: ref(b["input_ids"], b["attention_mask"], b["loss_mask"])
+        return lambda b: ref(**model_inputs(b))
 
     def _autocast(self):
         """bf16 autocast for plain PyTorch; DeepSpeed casts the model itself."""
@@ -369,9 +379,7 @@ class Trainer:
             idx = [i for i in (rank + k * world for k in range(start, min(start + bs, per_rank))) if i < n]
             # A rank past the end still runs the forward (ZeRO-3 forwards are collective) on one row, weight 0.
             weight = float(len(idx))
-            batch = to_device(
-                collate([split.dataset[i] for i in idx or [n - 1]], self.tokenizer.pad_token_id), self.device
-            )
+            batch = to_device(self.collate([split.dataset[i] for i in idx or [n - 1]]), self.device)
             with self._autocast():
                 sums, counts = self._policy_forward(batch)
             _, stats = preference_loss(
@@ -420,7 +428,7 @@ class Trainer:
                 for _ in range(tr.gradient_accumulation_steps):
                     rows = self.order.positions(state["micro_index"])
                     batch = to_device(
-                        collate([self.data.train.dataset[p] for p in rows], self.tokenizer.pad_token_id),
+                        self.collate([self.data.train.dataset[p] for p in rows]),
                         self.device,
                     )
                     sums, counts = self._policy_forward(batch)
@@ -437,7 +445,7 @@ class Trainer:
                     self.engine.backward(loss)
                     norm = self.engine.step()
                     window.add(stats, len(rows))
-                    window_tokens = window_tokens + batch["attention_mask"].sum()  # stays on the device
+                    window_tokens = window_tokens + batch["n_tokens"]  # stays on the device
                     state["micro_index"] += 1
                 state["step"] += 1
                 if norm is not None:

@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import importlib.util
 import json
 import math
@@ -232,7 +233,9 @@ def run_ours(args) -> dict:
     sync()
     t0 = time.perf_counter()
     with engine.autocast():
-        table = compute_table(engine.forward, Split(rows, "synthetic"), size.pairs, PAD, dev)
+        table = compute_table(
+            engine.forward, Split(rows, "synthetic"), size.pairs, functools.partial(collate, pad_id=PAD), dev
+        )
     sync()
     ref_s = time.perf_counter() - t0
     engine.train(True)
@@ -288,7 +291,10 @@ def naive_logps(model, input_ids, attention_mask, loss_mask) -> torch.Tensor:
 def naive_pair_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) log-probs from two separate forwards over the halves of a collated batch."""
     b = batch["row"].shape[0]
-    halves = [{k: v[s] for k, v in batch.items() if k != "row"} for s in (slice(0, b), slice(b, 2 * b))]
+    halves = [
+        {k: v[s] for k, v in batch.items() if k not in ("row", "n_tokens")}
+        for s in (slice(0, b), slice(b, 2 * b))
+    ]
     return tuple(naive_logps(model, h["input_ids"], h["attention_mask"], h["loss_mask"]) for h in halves)
 
 
@@ -602,7 +608,9 @@ def check(args) -> dict:
     batches = [to_device(collate(rows[i * size.pairs : (i + 1) * size.pairs], PAD), dev) for i in range(2)]
 
     engine.train(False)
-    table = compute_table(engine.forward, Split(rows, "synthetic"), size.pairs, PAD, dev)
+    table = compute_table(
+        engine.forward, Split(rows, "synthetic"), size.pairs, functools.partial(collate, pad_id=PAD), dev
+    )
     engine.train(True)
     with torch.no_grad():
         naive_refs = [naive_pair_logps(naive_model, b) for b in batches]

@@ -274,3 +274,14 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_the_curve(tiny_cfg, tin
     run(tiny_cfg(*steps, "resume=true", "trainer.tensorboard=true", out=out))
     run(tiny_cfg(*steps, out=tmp_path / "whole"))
     assert losses(out) == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
+
+
+def test_shared_prompt_layout_takes_the_same_steps(tiny_cfg, tmp_path):
+    """model.share_prompt runs each prompt once (one row per pair, 4D mask): the same training, up to rounding."""
+    run(tiny_cfg("trainer.max_steps=3", out=tmp_path / "two_rows"))
+    shared = run(tiny_cfg("trainer.max_steps=3", "model.share_prompt=true", out=tmp_path / "one_row"))
+    assert losses(tmp_path / "one_row") == pytest.approx(losses(tmp_path / "two_rows"), abs=1e-5)
+    assert losses(tmp_path / "one_row", "eval") == pytest.approx(
+        losses(tmp_path / "two_rows", "eval"), abs=1e-5
+    )
+    assert shared["tokens"] == json.loads((tmp_path / "two_rows" / "results.json").read_text())["tokens"]
