@@ -216,7 +216,7 @@ def run_ours(args) -> dict:
     from align.losses import get_method
     from align.preference_data import Split, collate
     from align.reference import compute_table
-    from align.trainer import Averager, preference_loss, to_device
+    from align.steps import Averager, preference_loss, to_device
 
     size, dev = args.size_spec, device()
     n_batches = args.warmup + args.steps
@@ -592,7 +592,7 @@ def check(args) -> dict:
     from align.losses import get_method
     from align.preference_data import Split, collate
     from align.reference import compute_table
-    from align.trainer import preference_loss, to_device
+    from align.steps import preference_loss, to_device
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

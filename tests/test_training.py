@@ -223,7 +223,7 @@ def test_evaluation_after_training_is_recorded_and_cached(tiny_cfg, tmp_path):
 
 
 def test_group_by_length_keeps_every_row_and_cuts_padding(tiny_cfg, tmp_path):
-    from align.trainer import BatchOrder
+    from align.steps import BatchOrder
 
     lengths = [int(x) for x in torch.randint(5, 200, (1000,), generator=torch.Generator().manual_seed(0))]
     plain, grouped = BatchOrder(1000, 8, seed=3), BatchOrder(1000, 8, seed=3, lengths=lengths)
