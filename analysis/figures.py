@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from align.losses import LOSSES
 from analysis.collect import Sweep
 from analysis.tables import METHOD_ORDER, labelled_runs
 
@@ -29,6 +30,7 @@ FIG3_METRICS = (
 )
 FIG5_METRICS = ("rewards/accuracies", "rewards/margins")
 MI_METRICS = ("mi/dv", "mi/js")
+LOG_RATIO_REWARDS = ("rewards/chosen", "rewards/rejected", "rewards/margins")
 TITLES = {
     "rewards/chosen": "reward of the chosen",
     "rewards/rejected": "reward of the rejected",
@@ -122,14 +124,24 @@ def _panels(data: pd.DataFrame, metrics: tuple[str, ...], ncols: int, title: str
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         panel = data[data["metric"] == metric]
+        note = ""
+        if metric in LOG_RATIO_REWARDS:
+            # Reference-free methods (ORPO, SimPO) log beta x mean log-prob as "reward": another scale and meaning.
+            free = panel["method"].map(lambda m: m in LOSSES and not LOSSES[m].needs_reference)
+            note = " (methods with a reference)" if free.any() else ""
+            panel = panel[~free]
         for (_, label, method), line in panel.groupby(["run_dir", "label", "method"], sort=False):
             ax.plot(line["step"], line["value"], label=label, **_style(method))
-        ax.set_title(f"{TITLES.get(metric, metric)}{split_label}", fontsize=10)
+        ax.set_title(f"{TITLES.get(metric, metric)}{split_label}{note}", fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
+    by_label = {}
+    for ax in axes:  # every line's label once, also those absent from the first panel
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            by_label.setdefault(label, h)
+    handles, labels = list(by_label.values()), list(by_label)
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=8)
     fig.suptitle(title, fontsize=11)
