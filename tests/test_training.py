@@ -285,3 +285,9 @@ def test_shared_prompt_layout_takes_the_same_steps(tiny_cfg, tmp_path):
         losses(tmp_path / "two_rows", "eval"), abs=1e-5
     )
     assert shared["tokens"] == json.loads((tmp_path / "two_rows" / "results.json").read_text())["tokens"]
+
+
+def test_missing_model_is_a_clear_error(tiny_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model.name_or_path=/no/such/model: no such folder"):
+        run(tiny_cfg("model.name_or_path=/no/such/model", "model.build=null", out=tmp_path / "m"))
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["status"] == "failed"
