@@ -148,23 +148,35 @@ def _panels(data: pd.DataFrame, metrics: tuple[str, ...], ncols: int, title: str
     return fig
 
 
-def fig3_training_curves(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
-    """Fig 3: rewards (chosen, rejected, margin, accuracy) and log-probs over training steps, every method, per model."""
-    data = curve_frame(sweep, FIG3_METRICS, split="train")
+def _train_curves_per_model(
+    sweep: Sweep,
+    out_dir: str | Path,
+    metrics: tuple[str, ...],
+    ncols: int,
+    kind: str,
+    stem: str,
+    title: str,
+    caption: str,
+) -> list[FigureFiles]:
+    """One figure per base model: ``metrics`` over training (train batches), one line per method.
+    ``title`` and ``caption`` are formatted with ``model``."""
+    data = curve_frame(sweep, metrics, split="train")
     written = []
     for model, block in data.groupby("model", sort=True):
-        fig = _panels(block, FIG3_METRICS, 3, f"Training curves (train batches), base model {model}")
-        files = _save(fig, block, Path(out_dir), f"fig3_training_curves_{_slug(model)}")
-        written.append(
-            FigureFiles(
-                "fig3",
-                model,
-                *files,
-                f"Fig 3 analogue, base model {model}: rewards and summed log-probs of the chosen and rejected "
-                "answers over optimizer steps (train batches, every logged step), one line per method.",
-            )
-        )
+        fig = _panels(block, metrics, ncols, title.format(model=model))
+        files = _save(fig, block, Path(out_dir), f"{stem}_{_slug(model)}")
+        written.append(FigureFiles(kind, model, *files, caption.format(model=model)))
     return written
+
+
+def fig3_training_curves(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
+    """Fig 3: rewards (chosen, rejected, margin, accuracy) and log-probs over training steps, every method, per model."""
+    return _train_curves_per_model(
+        sweep, out_dir, FIG3_METRICS, 3, "fig3", "fig3_training_curves",
+        "Training curves (train batches), base model {model}",
+        "Fig 3 analogue, base model {model}: rewards and summed log-probs of the chosen and rejected "
+        "answers over optimizer steps (train batches, every logged step), one line per method.",
+    )  # fmt: skip
 
 
 def fig5_mio_vs_nca(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
@@ -222,22 +234,13 @@ def mio_nca_max_difference(sweep: Sweep) -> pd.DataFrame:
 
 def fig_mi_estimates(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
     """The batch DV (MINE) and JS mutual-information estimates over training, every method, per model."""
-    data = curve_frame(sweep, MI_METRICS, split="train")
-    written = []
-    for model, block in data.groupby("model", sort=True):
-        fig = _panels(block, MI_METRICS, 2, f"Batch MI estimates over training, base model {model}")
-        files = _save(fig, block, Path(out_dir), f"fig_mi_dv_js_{_slug(model)}")
-        written.append(
-            FigureFiles(
-                "mi",
-                model,
-                *files,
-                f"Base model {model}: the DV (MINE) and JS estimates of the prompt-response MI on each train batch "
-                "(align.losses.mi_estimates, half-mix negatives; the critic is the method's logged reward, "
-                "beta log(pi/pi_ref) for the DPO family), one line per method.",
-            )
-        )
-    return written
+    return _train_curves_per_model(
+        sweep, out_dir, MI_METRICS, 2, "mi", "fig_mi_dv_js",
+        "Batch MI estimates over training, base model {model}",
+        "Base model {model}: the DV (MINE) and JS estimates of the prompt-response MI on each train batch "
+        "(align.losses.mi_estimates, half-mix negatives; the critic is the method's logged reward, "
+        "beta log(pi/pi_ref) for the DPO family), one line per method.",
+    )  # fmt: skip
 
 
 def write_figures(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
