@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from align.records import write_text_atomic
 
 SCHEMA = "mio-eval-result/1"
 SUMMARY_SCHEMA = "mio-eval-summary/1"
@@ -36,23 +37,6 @@ def _default(obj: Any):
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=False, default=_default, ensure_ascii=False) + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
