@@ -1,5 +1,8 @@
 """Preference data: load with ``datasets``, check every row, apply the chat template, tokenize, truncate.
 
+Tokenization (``Tokenize``) follows what the model sees when it generates: each whole conversation is tokenized in one
+piece and the answer is the tail after the prompt's tokens (TRL's common-prefix split).
+
 Sources: a hub name, a local folder of ``{split}.jsonl|json|parquet`` files, or one local file. Row shapes
 (``dataset.format``): ``messages`` (UltraFeedback: chosen/rejected chat-message lists ending in the assistant
 turn), ``strings`` (prompt/chosen/rejected strings), ``hh`` (HH-RLHF joined "\\n\\nHuman: ... \\n\\nAssistant: ..."
@@ -127,7 +130,8 @@ def _answer(value, field_name: str) -> str:
     return value
 
 
-def _split_hh(text: str, field_name: str) -> list[dict]:
+def _split_hh(text: str, field_name: str) -> tuple[list[dict], str]:
+    """(turns, the raw text before the final answer up to its "Assistant:") of an HH dialogue."""
     parts = HH_TURN.split(text)
     if len(parts) < 3 or parts[-2] != "Assistant":
         raise MalformedDataError(f"field '{field_name}': not an HH dialogue ending in an Assistant turn")
@@ -135,7 +139,21 @@ def _split_hh(text: str, field_name: str) -> list[dict]:
     turns = [{"role": roles[r], "content": c} for r, c in zip(parts[1::2], parts[2::2], strict=True)]
     if parts[0].strip():
         turns[0]["content"] = parts[0] + turns[0]["content"]
-    return turns
+    last = list(HH_TURN.finditer(text))[-1]
+    return turns, text[: last.end() - 1]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A checked row: the conversation before the answer and the two answers (message contents), plus the row's own
+    plain-text form where its source has one (a strings prompt, an HH dialogue), used without a chat template."""
+
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+    plain: tuple[str, str, str] | None = (
+        None  # (prompt text, chosen text, rejected text), concatenated as they are
+    )
 
 
 def detect_format(columns: list[str], first_row: dict, cfg) -> str:
@@ -150,9 +168,10 @@ def detect_format(columns: list[str], first_row: dict, cfg) -> str:
     return "strings"
 
 
-def normalise_row(row: dict, fmt: str, cfg) -> tuple[list[dict], str, str]:
-    """(prompt messages, chosen answer, rejected answer) of a raw row, or MalformedDataError."""
+def normalise_row(row: dict, fmt: str, cfg) -> Example:
+    """The checked ``Example`` of a raw row, or MalformedDataError naming the field."""
     c_field, r_field, p_field = cfg.chosen_field, cfg.rejected_field, cfg.prompt_field
+    plain = None
     for f in (c_field, r_field):
         if f not in row or row[f] is None:
             raise MalformedDataError(f"field '{f}': missing")
@@ -182,17 +201,20 @@ def normalise_row(row: dict, fmt: str, cfg) -> tuple[list[dict], str, str]:
         else:
             raise MalformedDataError(f"field '{p_field}': missing or empty prompt")
         c, r = _answer(row[c_field], c_field), _answer(row[r_field], r_field)
+        if isinstance(text, str):
+            plain = (text, c, r)
     elif fmt == "hh":
-        chosen, rejected = (
+        (chosen, prefix), (rejected, r_prefix) = (
             _split_hh(_answer(row[c_field], c_field), c_field),
             _split_hh(_answer(row[r_field], r_field), r_field),
         )
         prompt = chosen[:-1]
-        if rejected[:-1] != prompt:
+        if rejected[:-1] != prompt or prefix != r_prefix:
             raise MalformedDataError(
                 f"field '{r_field}': its dialogue differs from '{c_field}' before the answer"
             )
         c, r = _answer(chosen[-1]["content"], c_field), _answer(rejected[-1]["content"], r_field)
+        plain = (prefix, " " + c, " " + r)  # the raw dialogue: "...\n\nAssistant:" + " answer"
     elif fmt == "ultrainteract":
         traj = row.get(p_field)
         if not isinstance(traj, list) or not traj:
@@ -208,14 +230,33 @@ def normalise_row(row: dict, fmt: str, cfg) -> tuple[list[dict], str, str]:
         raise ValueError(f"dataset.format={fmt!r}: expected auto, messages, strings, hh or ultrainteract")
     if c == r:
         raise MalformedDataError(f"field '{r_field}': identical to '{c_field}'")
-    return prompt, c, r
+    return Example(prompt, c, r, plain)
 
 
 # ------------------------------------------------------------------------------------------- tokenizing
 
 
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 class Tokenize:
-    """Renders a normalised row with the chat template (or as plain text) and tokenizes prompt and answers."""
+    """Tokenizes a pair as the model sees it when it generates the answer.
+
+    The prompt is rendered with the generation prompt, and each whole conversation (prompt + answer) is tokenized
+    in one piece; the answer's ids are the tail after the prompt's. Tokenizing the answer on its own would differ at
+    the boundary: a SentencePiece tokenizer (Mistral, Llama-2) puts its dummy-prefix "▁" before the first token,
+    which the model never generates after "<|assistant|>\n". Where a token straddles the boundary, so that the
+    prompt's ids are not a prefix of the conversation's, the answer starts where the two diverge, as TRL's
+    DPOTrainer does (the prompt keeps the common prefix, the same for chosen and rejected); such pairs are counted
+    (``boundary_merged``). BOS once at the start when the tokenizer adds one to plain text (as lm-eval does at
+    evaluation); the answer ends at its final EOS (whitespace the template puts after it is dropped); without a chat
+    template the texts are concatenated as they are and EOS is appended.
+    """
 
     def __init__(self, tokenizer, max_length: int, max_prompt_length: int, truncation_mode: str):
         if truncation_mode not in ("keep_end", "keep_start"):
@@ -233,62 +274,119 @@ class Tokenize:
             if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
             else None
         )
+        self.eos = tokenizer.eos_token_id
+        self._blank_tails: dict[tuple[int, ...], bool] = {}
 
-    def _ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False).input_ids
-
-    def render(self, prompt: list[dict], answer: str) -> tuple[str, str]:
-        """(prompt text, answer text); the answer text ends with the template's end-of-turn marker."""
+    def render(self, ex: Example) -> tuple[str, str, str]:
+        """(prompt text ending in the generation prompt, prompt + chosen text, prompt + rejected text)."""
         if not self.chat:
-            return "\n\n".join(m["content"] for m in prompt), answer
-        p = self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full = self.tok.apply_chat_template(
-            prompt + [{"role": "assistant", "content": answer}], tokenize=False
-        )
-        if not full.startswith(p):
+            p, c, r = ex.plain or ("\n\n".join(m["content"] for m in ex.prompt), ex.chosen, ex.rejected)
+            return p, p + c, p + r
+        apply = self.tok.apply_chat_template
+        p = apply(ex.prompt, tokenize=False, add_generation_prompt=True)
+        full = [
+            apply(ex.prompt + [{"role": "assistant", "content": a}], tokenize=False)
+            for a in (ex.chosen, ex.rejected)
+        ]
+        if not all(f.startswith(p) for f in full):
             raise MalformedDataError(
-                "the chat template renders the prompt differently once an answer follows"
+                "the chat template renders the prompt differently once an answer follows "
+                "(set model.chat_template to one that does not)"
             )
-        a = full[len(p) :]
-        eos = self.tok.eos_token
-        if eos and eos in a and not a[a.rindex(eos) + len(eos) :].strip():
-            a = a[: a.rindex(eos) + len(eos)]  # drop whitespace the template puts after the final EOS
-        return p, a
+        return p, full[0], full[1]
 
-    def __call__(self, prompt: list[dict], chosen: str, rejected: str) -> dict:
-        p_text, c_text = self.render(prompt, chosen)
-        _, r_text = self.render(prompt, rejected)
-        p, c, r = self._ids(p_text), self._ids(c_text), self._ids(r_text)
-        if self.bos is not None and p[:1] != [self.bos]:
-            p = [self.bos] + p
-        eos = self.tok.eos_token_id
-        if not self.chat and eos is not None:
-            c, r = c + [eos], r + [eos]
-        truncated = False
+    def _ends_blank(self, tail: list[int]) -> bool:
+        key = tuple(tail)
+        if key not in self._blank_tails:
+            self._blank_tails[key] = not self.tok.decode(tail).strip()
+        return self._blank_tails[key]
+
+    def _finish_answer(self, ids: list[int]) -> list[int]:
+        if self.eos is None:
+            return ids
+        if not self.chat:
+            return ids if ids[-1:] == [self.eos] else ids + [self.eos]
+        if self.eos in ids:
+            last = len(ids) - 1 - ids[::-1].index(self.eos)
+            if last < len(ids) - 1 and self._ends_blank(ids[last + 1 :]):
+                ids = ids[: last + 1]  # drop whitespace the template puts after the final EOS
+        return ids
+
+    def _truncate(
+        self, p: list[int], c: list[int], r: list[int]
+    ) -> tuple[list[int], list[int], list[int], bool]:
+        """alignment-handbook/TRL: cut the prompt to max_prompt_length (BOS kept), then the answers."""
         longer = max(len(c), len(r))
+        if len(p) + longer <= self.max_length:
+            return p, c, r, False
+        if len(p) > self.max_prompt_length:
+            head = p[:1] if self.bos is not None and p[:1] == [self.bos] else []
+            body, keep = p[len(head) :], self.max_prompt_length - len(head)
+            p = head + (body[len(body) - keep :] if self.keep_end else body[:keep])
         if len(p) + longer > self.max_length:
-            truncated = True
-            p = p[-self.max_prompt_length :] if self.keep_end else p[: self.max_prompt_length]
-            if len(p) + longer > self.max_length:
-                keep = self.max_length - len(p)
-                c, r = c[:keep], r[:keep]
-        return {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r, "truncated": truncated}
+            keep = self.max_length - len(p)
+            c, r = c[:keep], r[:keep]
+        return p, c, r, True
 
-
-def _prepare(row: dict, idx: int, *, fmt: str, cfg, tokenize: Tokenize) -> dict:
-    try:
-        out = tokenize(*normalise_row(row, fmt, cfg))
-        if out["chosen_ids"] == out["rejected_ids"]:
-            raise MalformedDataError("chosen and rejected are identical after tokenization and truncation")
-        if not out["chosen_ids"] or not out["rejected_ids"]:
-            raise MalformedDataError(
-                "a response is empty after truncation (max_length too small for the prompt)"
+    def encode(self, rendered: list[tuple[str, str, str]]) -> list[dict]:
+        """Tokenize rendered pairs (``render``'s triples) in one batched call (fast tokenizers encode in parallel)."""
+        ids = self.tok([t for triple in rendered for t in triple], add_special_tokens=False).input_ids
+        out = []
+        for i in range(len(rendered)):
+            p, pc, pr = ids[3 * i : 3 * i + 3]
+            if self.bos is not None:
+                p, pc, pr = ([self.bos] + x if x[:1] != [self.bos] else x for x in (p, pc, pr))
+            n = min(common_prefix_length(p, pc), common_prefix_length(p, pr))
+            merged = n < len(p)
+            c, r = self._finish_answer(pc[n:]), self._finish_answer(pr[n:])
+            p, c, r, truncated = self._truncate(pc[:n], c, r)
+            out.append(
+                {
+                    "prompt_ids": p,
+                    "chosen_ids": c,
+                    "rejected_ids": r,
+                    "truncated": truncated,
+                    "merged": merged,
+                }
             )
-        out["error"] = ""
-    except MalformedDataError as e:
-        out = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "truncated": False, "error": str(e)}
-    out["row"] = idx
-    return out
+        return out
+
+    def __call__(self, prompt: list[dict], chosen: str, rejected: str, plain=None) -> dict:
+        return self.encode([self.render(Example(prompt, chosen, rejected, plain))])[0]
+
+
+EMPTY = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "truncated": False, "merged": False}
+
+
+def _token_problem(out: dict) -> str:
+    if out["chosen_ids"] == out["rejected_ids"]:
+        return "chosen and rejected are identical after tokenization and truncation"
+    if not out["chosen_ids"] or not out["rejected_ids"]:
+        return "a response is empty after truncation (max_length too small for the prompt)"
+    return ""
+
+
+def _prepare(batch: dict, idx: list[int], *, fmt: str, cfg, tokenize: Tokenize) -> dict:
+    """A batch of raw rows -> tokenized rows; a malformed row becomes an empty one carrying its error."""
+    rendered, errors = [], []
+    for j in range(len(idx)):
+        try:
+            rendered.append(tokenize.render(normalise_row({k: v[j] for k, v in batch.items()}, fmt, cfg)))
+            errors.append("")
+        except MalformedDataError as e:
+            rendered.append(None)
+            errors.append(str(e))
+    encoded = iter(tokenize.encode([x for x in rendered if x is not None]))
+    rows = []
+    for x, err in zip(rendered, errors, strict=True):
+        out = dict(EMPTY)
+        if x is not None:
+            out = next(encoded)
+            err = _token_problem(out)
+            if err:
+                out = dict(EMPTY)
+        rows.append({**out, "error": err})
+    return {k: [r[k] for r in rows] for k in (*EMPTY, "error")} | {"row": list(idx)}
 
 
 def content_fingerprint(ds) -> str:
@@ -313,6 +411,8 @@ def prepare_split(ds, source: str, cfg, tokenizer, max_samples: int | None, stat
     out = ds.map(
         _prepare,
         with_indices=True,
+        batched=True,
+        batch_size=256,
         fn_kwargs={"fmt": fmt, "cfg": cfg, "tokenize": tokenize},
         remove_columns=ds.column_names,
         num_proc=cfg.num_proc,
@@ -330,7 +430,7 @@ def prepare_split(ds, source: str, cfg, tokenizer, max_samples: int | None, stat
         log.warning("%s: dropped %d malformed row(s), e.g. row %d: %s", source, len(errors), *errors[0])
         out = out.filter(lambda e: not e, input_columns="error")
     out = out.remove_columns("error")
-    n_trunc = int(sum(out["truncated"]))
+    n_trunc, n_merged = int(sum(out["truncated"])), int(sum(out["merged"]))
     stats[role] = {
         "source": source,
         "format": fmt,
@@ -338,15 +438,18 @@ def prepare_split(ds, source: str, cfg, tokenizer, max_samples: int | None, stat
         "kept": len(out),
         "dropped": len(errors),
         "truncated": n_trunc,
+        "boundary_merged": n_merged,
     }
     log.info(
-        "%s %s: %d rows, %d kept, %d dropped as malformed, %d truncated",
+        "%s %s: %d rows, %d kept, %d dropped as malformed, %d truncated, %d with a token across the prompt/answer "
+        "boundary",
         role,
         source,
         len(ds),
         len(out),
         len(errors),
         n_trunc,
+        n_merged,
     )
     split = Split(out, source)
     split.fingerprint = content_fingerprint(out)

@@ -47,6 +47,7 @@ def test_bundled_data_loads_with_prompt_masked(tok):
         "kept": 2000,
         "dropped": 0,
         "truncated": 0,
+        "boundary_merged": 0,
     }
     assert len(data.eval.dataset) == 200
     p, c, r = decode_row(tok, data.train.dataset[0])
