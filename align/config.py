@@ -132,6 +132,7 @@ class TrainerConfig:
     reference: str = "precompute"
     group_by_length: bool = False
     cpu_threads: int | None = None
+    displacement_warning: float | None = 0.5
     logging_steps: int = 10
     eval_steps: int = 0
     save_steps: int = 0

@@ -22,7 +22,9 @@ def preference_loss(
     """The method's loss on one micro-batch and the statistics it logs.
 
     ``sums``/``counts``: policy response log-prob sums and token counts, (2B,), chosen rows first.
-    ``ref``: reference (sums, counts), each (B, 2) with columns chosen/rejected, or None for reference-free methods.
+    ``ref``: reference (sums, counts), each (B, 2) with columns chosen/rejected, or None. Reference-free methods
+    ignore it in their loss; with it, every method logs ``displacement/*``: the policy's log-probs minus the
+    reference's (chosen and rejected sums, the chosen per token, the fraction of chosen below their reference).
     """
     b = sums.shape[0] // 2
     counts = counts.clamp(min=1).to(sums.dtype)
@@ -37,6 +39,19 @@ def preference_loss(
         pick[:b], pick[b:], rc, rr, **{k: method_cfg[k] for k in hyperparameters(method_cfg.name)}
     )
     nll = -means[:b]  # per-token mean NLL of each chosen response
+    displacement = {}
+    if (
+        ref is not None
+    ):  # likelihood displacement: the policy's log-probs against the reference's, every method
+        ref_sums, ref_counts = ref
+        ref_means = ref_sums / ref_counts.clamp(min=1)
+        gap = (means[:b] - ref_means[:, 0].to(sums)).detach()  # (B,) per token
+        displacement = {
+            "displacement/chosen": (sums[:b].detach() - ref_sums[:, 0].to(sums)).mean(),
+            "displacement/rejected": (sums[b:].detach() - ref_sums[:, 1].to(sums)).mean(),
+            "displacement/chosen_per_token": gap.mean(),
+            "displacement/chosen_below_ref": (gap < 0).float().mean(),
+        }
     loss = out.losses.mean()
     if method_cfg.sft_weight:
         loss = loss + method_cfg.sft_weight * nll.mean()
@@ -53,6 +68,7 @@ def preference_loss(
         "logps/rejected_mean": means[b:].detach().mean(),
         "nll/chosen": nll.detach().mean(),
         **mi_estimates(cw, cl),
+        **displacement,
     }
     return loss, stats
 

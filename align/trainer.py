@@ -158,6 +158,7 @@ class Trainer:
             self.engine = TorchEngine(policy, cfg, self.total_steps, self.device, self.bf16)
         self.ref_model = None
         self.ref_tables: dict[str, ReferenceTable] = {}
+        self._displacement_warned = False
 
     # -- set-up helpers
 
@@ -180,12 +181,13 @@ class Trainer:
         return self.engine.forward(batch)
 
     def _setup_reference(self, fresh: bool) -> None:
-        """Reference tables from the cache (computing them if needed) or a frozen reference model."""
-        if not self.method.needs_reference:
-            return
+        """Reference tables from the cache (computing them if needed) or a frozen reference model. Reference-free
+        methods get the cached tables too (for the displacement statistics), but no reference model."""
         mode = self.cfg.trainer.reference
         if mode not in ("precompute", "model"):
             raise ValueError(f"trainer.reference={mode!r}: expected precompute or model")
+        if mode == "model" and not self.method.needs_reference:
+            return
         if mode == "model":
             self.ref_model = self._load_reference_model()
             return
@@ -235,7 +237,7 @@ class Trainer:
         return self.engine.autocast() if isinstance(self.engine, TorchEngine) else contextlib.nullcontext()
 
     def _reference(self, batch, split_name: str):
-        if not self.method.needs_reference:
+        if self.ref_model is None and split_name not in self.ref_tables:
             return None
         if self.ref_model is not None:
             with torch.no_grad(), self._autocast():
@@ -244,6 +246,23 @@ class Trainer:
             return torch.stack([s[:b], s[b:]], 1).float(), torch.stack([c[:b], c[b:]], 1).float()
         sums, counts = self.ref_tables[split_name].lookup(batch["row"].cpu())
         return sums.to(self.device), counts.to(self.device)
+
+    def _warn_displacement(self, step: int, stats: dict[str, float]) -> None:
+        """Warn (once per run) when the chosen answers' per-token log-prob has fallen below the reference's by
+        more than ``trainer.displacement_warning`` nats: the likelihood displacement that DPO is known for."""
+        margin, gap = self.cfg.trainer.displacement_warning, stats.get("displacement/chosen_per_token")
+        if margin is None or gap is None or gap > -margin or self._displacement_warned:
+            return
+        self._displacement_warned = True
+        log.warning(
+            "step %d: the chosen log-prob is %.3f nats per token below the reference's (%.1f per answer; %.0f%% of "
+            "the batch's chosen below their reference): likelihood displacement past trainer.displacement_warning=%g",
+            step,
+            -gap,
+            -stats["displacement/chosen"],
+            100 * stats["displacement/chosen_below_ref"],
+            margin,
+        )
 
     # -- evaluation
 
@@ -353,6 +372,7 @@ class Trainer:
                         last_train["mfu"] = per_rank * self.flops_per_token / self.peak_flops
                     if metrics is not None:
                         metrics.log(state["step"], "train", last_train)
+                    self._warn_displacement(state["step"], last_train)
                     if bar is not None:
                         bar.set_postfix(
                             loss=f"{last_train['loss']:.4f}", acc=f"{last_train['rewards/accuracies']:.2f}"
