@@ -1,6 +1,7 @@
 """Typed config schema for ``conf/evaluate.yaml`` and ``conf/benchmarks/`` (Hydra structured configs).
 
-A misspelt key in a YAML file or on the command line fails at compose time. ``register_eval_configs()`` stores the
+A misspelt key in a YAML file or on the command line fails at compose time; an unknown prompt protocol fails before
+any work (``eval.harness.check``). ``register_eval_configs()`` stores the
 schemas and registers the ``eval_slug`` resolver; ``eval/run.py`` and ``compose()`` call it (nothing happens at
 import). Compose outside Hydra with ``eval.config.compose(["checkpoint=...", "benchmarks=mio8"])``.
 """
@@ -26,6 +27,7 @@ class BenchmarkEntry:
     task: str | None = None  # lm-eval task or group replacing the table's (must report the same metric key)
     num_fewshot: int | None = None  # null: the task's own
     gen_kwargs: dict[str, Any] = field(default_factory=dict)  # generation overrides for this benchmark only
+    data_file: str | None = None  # a local JSON-lines file replacing the task's dataset (data not on the hub)
 
 
 @dataclass
@@ -49,10 +51,15 @@ class BackendConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
 
 
+PROTOCOLS = ("chat", "plain")
+
+
 @dataclass
 class PromptConfig:
-    apply_chat_template: Any = False  # bool, or the name of one of the tokenizer's templates
-    fewshot_as_multiturn: bool = False
+    protocol: str = "chat"  # chat | plain (eval/README.md "The prompt protocol")
+    chat_template: str | None = (
+        None  # chat only: the name of one of the tokenizer's templates; null = its default
+    )
     system_instruction: str | None = None
 
 
@@ -75,8 +82,8 @@ class SeedsConfig:
 @dataclass
 class EvalConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
-    tiny_model: ModelConfig = field(default_factory=ModelConfig)
-    checkpoint: str = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    checkpoint: str | None = None
     revision: str | None = None
     tokenizer: str | None = None
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
@@ -87,15 +94,19 @@ class EvalConfig:
     limit: float | None = None
     bootstrap_iters: int = 100000
     unsafe_code: bool = False
-    code_timeout_s: float = 3.0
+    code_timeout_s: float | None = None
     code_workers: int | None = None
     output_dir: str = MISSING
     write_samples: bool = True
     overwrite: bool = False
 
 
-def checkpoint_slug(checkpoint: str) -> str:
-    """A folder name for a checkpoint: "org__model" for hub names, "<folder>-<hash of its path>" for local ones."""
+def checkpoint_slug(checkpoint: str | None, fallback: str | None = None) -> str:
+    """A folder name for a checkpoint (or, when it is null, ``fallback``: the model config's name): "org__model"
+    for hub names, "<folder>-<hash of its path>" for local ones."""
+    checkpoint = checkpoint or fallback
+    if checkpoint is None:
+        raise ValueError("neither checkpoint nor model.name_or_path is set")
     if is_local(checkpoint):
         path = str(Path(checkpoint).expanduser().resolve())
         name = Path(path).name or "checkpoint"

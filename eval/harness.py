@@ -1,9 +1,13 @@
 """Evaluate one checkpoint on a preset of benchmarks through lm-eval's Python API, with cached, resumable results.
 
-``run(cfg)`` is what ``eval/run.py``, the end of a training run and tests call. For each benchmark of the preset,
-in order: build the settings that determine its result (checkpoint content hash, task files, data, prompt and
-generation settings, seeds, lm-eval version), skip it if ``<benchmark>.json`` already holds a result with the same
-settings hash, else run it and write the result atomically. The model is loaded once, and only if some benchmark
+``run(cfg)`` is what ``eval/run.py``, the end of a training run and tests call. The checkpoint is ``cfg.checkpoint``,
+or, when that is null, the model config ``cfg.model`` (``model=<name>``) made loadable by
+``align.models.prepare_model_source`` (built first if its config says how: the tiny model, a shipped GGUF). The prompt
+protocol (``prompt.protocol``: chat or plain) picks each benchmark's task variant and how prompts are rendered. For
+each benchmark of the preset, in order: build the settings that determine its result (checkpoint content hash, task
+files, data and its pinned revision, protocol and generation settings, seeds, lm-eval version), skip it if
+``<benchmark>.json`` already holds a result with the same settings hash, else run it and write the result
+atomically. The model is loaded once, and only if some benchmark
 needs computing; a rerun with unchanged settings loads nothing and writes nothing. ``summary.json`` holds each
 benchmark's primary score and the preset average (``eval.benchmarks.average``). Layout: eval/README.md.
 """
@@ -11,6 +15,7 @@ benchmark's primary score and the preset average (``eval.benchmarks.average``). 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import platform
@@ -24,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from align.fingerprint import fingerprint
 from eval import benchmarks as bm
 from eval import lmtasks
+from eval.config import PROTOCOLS
 from eval.results import (
     SCHEMA,
     SUMMARY_SCHEMA,
@@ -62,8 +68,17 @@ def check(cfg: DictConfig, chosen: list[tuple[bm.Benchmark, dict]]) -> None:
             f"subprocess with a {cfg.code_timeout_s} s limit; use a container for untrusted models), or leave them "
             f"out: {' '.join('~benchmarks.suite.' + n for n in code)}"
         )
-    if cfg.prompt.fewshot_as_multiturn and not cfg.prompt.apply_chat_template:
-        raise ValueError("prompt.fewshot_as_multiturn=true needs prompt.apply_chat_template")
+    if cfg.prompt.protocol not in PROTOCOLS:
+        raise ValueError(f"prompt.protocol={cfg.prompt.protocol!r}; choose one of {PROTOCOLS}")
+    if cfg.prompt.chat_template is not None and cfg.prompt.protocol != "chat":
+        raise ValueError("prompt.chat_template names a chat template: it needs prompt.protocol=chat")
+    for bench, entry in chosen:
+        row = bm.owner(benchmark_task(cfg, bench, entry)) or bench
+        if row.local_only and not cfg.benchmarks.local_data and not entry.get("data_file"):
+            raise FileNotFoundError(
+                f"{bench.name} runs {row.name}, whose data is not on the hub: give the local file as "
+                f"benchmarks.suite.{bench.name}.data_file (where to get it: eval/README.md, {row.note})"
+            )
     if cfg.benchmarks.local_data and not Path(cfg.benchmarks.local_data).is_dir():
         raise FileNotFoundError(f"benchmarks.local_data={cfg.benchmarks.local_data} is not a folder")
 
@@ -78,6 +93,22 @@ def gen_kwargs(cfg: DictConfig, entry: dict) -> dict[str, Any]:
     return merged
 
 
+def protocol(cfg: DictConfig) -> dict:
+    """The prompt protocol as lm-eval's switches: chat = the tokenizer's chat template, few-shot examples as turns."""
+    chat = cfg.prompt.protocol == "chat"
+    return {
+        "name": cfg.prompt.protocol,
+        "apply_chat_template": (cfg.prompt.chat_template or True) if chat else False,
+        "fewshot_as_multiturn": chat,
+        "system_instruction": cfg.prompt.system_instruction,
+    }
+
+
+def benchmark_task(cfg: DictConfig, bench: bm.Benchmark, entry: dict) -> str:
+    """The task a benchmark runs: the preset entry's override, else the table's task for the protocol."""
+    return entry.get("task") or bench.task_for(cfg.prompt.protocol)
+
+
 def common_settings(cfg: DictConfig, checkpoint: dict) -> dict:
     """Settings shared by all benchmarks of a run that can change a score (hashed into every result's key)."""
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -85,7 +116,7 @@ def common_settings(cfg: DictConfig, checkpoint: dict) -> dict:
         "checkpoint": checkpoint["content_hash"],
         "tokenizer": c["tokenizer"],
         "backend": {k: v for k, v in c["backend"].items() if k not in SPEED_ONLY_BACKEND_KEYS},
-        "prompt": c["prompt"],
+        "prompt": protocol(cfg),
         "seeds": c["seeds"],
         "limit": c["limit"],
         "bootstrap_iters": c["bootstrap_iters"],
@@ -93,16 +124,38 @@ def common_settings(cfg: DictConfig, checkpoint: dict) -> dict:
     }
 
 
+def data_source(cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str) -> dict:
+    """What the task reads: the mini copies, a local data file, or the hub dataset at its pinned revision."""
+    local, data_file = cfg.benchmarks.local_data, entry.get("data_file")
+    bench = (
+        bm.owner(task) or bench
+    )  # the row that defines the task (a preset entry may run another row's task)
+    if local:
+        return {"kind": "local", "path": f"{local}/{bench.name}", "files": lmtasks.local_files(local, bench)}
+    if data_file:
+        path = Path(data_file).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"benchmarks.suite.{bench.name}.data_file={data_file}: no such file")
+        return {"kind": "file", "path": str(path), "sha256": lmtasks.file_sha256(path), "split": bench.split}
+    return {
+        "kind": "hub",
+        "path": bench.dataset,
+        "revision": bench.revision,
+        "split": bench.split,
+        "items": bench.items,
+    }
+
+
 def benchmark_settings(cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str) -> dict:
-    local = cfg.benchmarks.local_data
+    defining = bm.owner(task)
     return {
         "name": bench.name,
         "task": task,
         "primary": bench.key,
         "num_fewshot": entry.get("num_fewshot"),
         "gen_kwargs": gen_kwargs(cfg, entry),
-        "task_files": lmtasks.task_files(bench) if task == bench.task else None,
-        "local_data": lmtasks.local_files(local, bench) if local else None,
+        "task_files": lmtasks.task_files(defining, task) if defining else None,
+        "data": data_source(cfg, bench, entry, task),
         "code_timeout_s": cfg.code_timeout_s if bench.code else None,
     }
 
@@ -151,11 +204,16 @@ def code_execution(cfg: DictConfig, bench: bm.Benchmark):
     if not bench.code:
         yield
         return
-    values = {"HF_ALLOW_CODE_EVAL": "1", "MIO_CODE_TIMEOUT_S": str(cfg.code_timeout_s)}
+    timeout = None if cfg.code_timeout_s is None else str(cfg.code_timeout_s)  # None: each task's own limit
+    values = {"HF_ALLOW_CODE_EVAL": "1", "MIO_CODE_TIMEOUT_S": timeout}
     if cfg.code_workers:
         values["MIO_CODE_WORKERS"] = str(cfg.code_workers)
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
@@ -170,8 +228,9 @@ def evaluate_benchmark(lm, tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict
     """Run one benchmark through ``lm_eval.simple_evaluate``; return lm-eval's output dict."""
     import lm_eval
 
-    spec = lmtasks.task_spec(tm, bench, task, cfg.benchmarks.local_data)
+    spec = lmtasks.task_spec(tm, bench, task, cfg.benchmarks.local_data, entry.get("data_file"))
     kwargs = gen_kwargs(cfg, entry)
+    prompt = protocol(cfg)
     s = cfg.seeds
     with code_execution(cfg, bench):
         return lm_eval.simple_evaluate(
@@ -182,9 +241,9 @@ def evaluate_benchmark(lm, tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict
             limit=cfg.limit,
             bootstrap_iters=cfg.bootstrap_iters,
             log_samples=True,
-            system_instruction=cfg.prompt.system_instruction,
-            apply_chat_template=cfg.prompt.apply_chat_template,
-            fewshot_as_multiturn=cfg.prompt.fewshot_as_multiturn,
+            system_instruction=prompt["system_instruction"],
+            apply_chat_template=prompt["apply_chat_template"],
+            fewshot_as_multiturn=prompt["fewshot_as_multiturn"],
             gen_kwargs=kwargs or None,
             random_seed=s.random,
             numpy_random_seed=s.numpy,
@@ -195,12 +254,30 @@ def evaluate_benchmark(lm, tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict
 
 
 def chat_template_sha(lm, cfg: DictConfig) -> str | None:
-    if not cfg.prompt.apply_chat_template:
+    switch = protocol(cfg)["apply_chat_template"]
+    if not switch:
         return None
     import hashlib
 
-    template = lm.chat_template(cfg.prompt.apply_chat_template) if hasattr(lm, "chat_template") else None
+    template = lm.chat_template(switch) if hasattr(lm, "chat_template") else None
     return hashlib.sha256(template.encode()).hexdigest() if template else None
+
+
+def dataset_commit(source: dict) -> str | None:
+    """The commit a hub dataset's pinned revision resolves to now (None offline or when the hub does not answer)."""
+    if source.get("kind") != "hub" or not source.get("revision"):
+        return None
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(source["path"], revision=source["revision"], timeout=10).sha
+    except Exception as e:  # noqa: BLE001 - any failure means: not resolvable from here; the pin is still recorded
+        log.info("could not resolve %s@%s (%s)", source["path"], source["revision"], type(e).__name__)
+        return None
 
 
 def result_record(cfg, bench, task, out, settings, key, checkpoint, seconds, lm) -> dict:
@@ -220,9 +297,11 @@ def result_record(cfg, bench, task, out, settings, key, checkpoint, seconds, lm)
             "stderr": stderr if isinstance(stderr, (int, float)) else None,
         },
         "source": bench.source,
-        "dataset": f"local:{cfg.benchmarks.local_data}/{bench.name}"
-        if cfg.benchmarks.local_data
-        else bench.dataset,
+        "protocol": {**protocol(cfg), "task": task, "chat_template_sha256": chat_template_sha(lm, cfg)},
+        "dataset": {
+            **settings["benchmark"]["data"],
+            "resolved_commit": dataset_commit(settings["benchmark"]["data"]),
+        },
         "metrics": out["results"],
         "groups": out.get("groups", {}),
         "group_subtasks": out.get("group_subtasks", {}),
@@ -254,6 +333,7 @@ def build_summary(cfg: DictConfig, chosen, records: dict[str, dict | None], chec
         "schema": SUMMARY_SCHEMA,
         "preset": cfg.benchmarks.name,
         "checkpoint": checkpoint,
+        "protocol": protocol(cfg),
         "local_data": bool(cfg.benchmarks.local_data),
         "scores": scores,
         "average": bm.average(scores),
@@ -281,14 +361,18 @@ def write_if_changed(path: Path, obj: dict) -> bool:
     return True
 
 
-def maybe_build_tiny(cfg: DictConfig) -> None:
-    """Build the embedded tiny model on first use when the checkpoint is its folder (as training does)."""
-    tiny = cfg.get("tiny_model")
-    if tiny is None or tiny.build is None or cfg.checkpoint != tiny.name_or_path:
-        return
-    from align.tiny import ensure_tiny_model
+def resolve_checkpoint(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``checkpoint`` set: as given, or (when null) what ``align.models.prepare_model_source`` makes of
+    the model config ``cfg.model``: its folder, built first if its ``build`` says how (as training does)."""
+    if cfg.checkpoint:
+        return cfg
+    from align.models import prepare_model_source
 
-    ensure_tiny_model(cfg.checkpoint, OmegaConf.to_container(tiny.build, resolve=True))
+    cfg = copy.deepcopy(cfg)
+    cfg.checkpoint = prepare_model_source(cfg.model)
+    if cfg.revision is None and cfg.model.revision is not None and not Path(cfg.checkpoint).exists():
+        cfg.revision = cfg.model.revision
+    return cfg
 
 
 def free_memory() -> None:
@@ -334,12 +418,12 @@ def run(cfg: DictConfig, lm=None) -> dict:
 def _run(cfg: DictConfig, lm) -> dict:
     chosen = preset_benchmarks(cfg)
     check(cfg, chosen)
-    if cfg.benchmarks.local_data and cfg.checkpoint != cfg.tiny_model.name_or_path:
+    if cfg.benchmarks.local_data:
         log.warning(
             "preset %s runs on local mini copies, not the real data: scores are pipeline checks only",
             cfg.benchmarks.name,
         )
-    maybe_build_tiny(cfg)
+    cfg = resolve_checkpoint(cfg)
     out_dir = Path(cfg.output_dir) / cfg.benchmarks.name
     checkpoint = fingerprint(
         cfg.checkpoint, cfg.revision, Path(cfg.paths.cache_dir) / "eval" / "file_hashes.json"
@@ -351,7 +435,7 @@ def _run(cfg: DictConfig, lm) -> dict:
     plan = []
     records: dict[str, dict | None] = {}
     for bench, entry in chosen:
-        task = entry.get("task") or bench.task
+        task = benchmark_task(cfg, bench, entry)
         settings = {**common, "benchmark": benchmark_settings(cfg, bench, entry, task)}
         key = settings_hash(settings)
         existing = read_json(out_dir / f"{bench.name}.json")
@@ -374,7 +458,7 @@ def _run(cfg: DictConfig, lm) -> dict:
                 lm, loaded_here = load_model(cfg, checkpoint.get("commit")), True
             if tm is None:
                 tm = lmtasks.task_manager(
-                    [b for b, _ in chosen], [e.get("task") or b.task for b, e in chosen]
+                    [b for b, _ in chosen], [benchmark_task(cfg, b, e) for b, e in chosen]
                 )
             log.info("%s: evaluating task %s", bench.name, task)
             start = time.perf_counter()

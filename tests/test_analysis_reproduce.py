@@ -116,7 +116,10 @@ def test_paper_grid_names_existing_models_and_every_method():
     assert sorted(grid["method"].split(",")) == sorted(LOSSES)
     for model in grid["model"].split(","):
         assert (CONF_DIR / "model" / f"{model}.yaml").exists(), model
-    assert cfg["evaluate"] == {"benchmarks": "mio8", "overrides": ["unsafe_code=true"]}
+    assert cfg["evaluate"] == {
+        "benchmarks": "mio8",
+        "overrides": ["unsafe_code=true", "prompt.protocol=chat"],
+    }
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]])

@@ -1,4 +1,5 @@
-"""eval/ configs: every preset composes, misspelt keys fail, and unsafe or unknown settings stop before any work."""
+"""eval/ configs: every preset composes, misspelt keys fail, unsafe or unknown settings stop before any work, the
+prompt protocol is one explicit setting (Table 1's recipe sets it), and any model config can be evaluated."""
 
 from __future__ import annotations
 
@@ -32,11 +33,62 @@ def test_every_preset_composes_and_names_known_benchmarks(preset, tmp_path):
 def test_default_config_composes_to_the_tiny_model_on_the_mini_copies():
     cfg = compose()
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert resolved["checkpoint"] == resolved["tiny_model"]["name_or_path"]
+    assert resolved["checkpoint"] is None and resolved["model"]["build"]["kind"] == "tiny"
     assert resolved["benchmarks"]["name"] == "mio8_mini"
     assert Path(resolved["benchmarks"]["local_data"]).is_dir()
     assert resolved["unsafe_code"] is False  # executing generated code is opt-in
-    assert resolved["output_dir"].endswith(checkpoint_slug(resolved["checkpoint"]))
+    assert resolved["prompt"]["protocol"] == "chat"
+    assert resolved["output_dir"].endswith(checkpoint_slug(resolved["model"]["name_or_path"]))
+
+
+def test_any_model_config_is_evaluated_through_prepare_model_source(monkeypatch, tmp_path):
+    """`python eval/run.py model=smollm2_135m`: the model group's config goes to align.models.prepare_model_source
+    (which builds its folder: the tiny model, or the shipped GGUF); an explicit checkpoint skips it."""
+    import align.models
+
+    seen = []
+    monkeypatch.setattr(
+        align.models, "prepare_model_source", lambda m: seen.append(m.build.kind) or str(tmp_path)
+    )
+    cfg = compose(["model=smollm2_135m"])
+    assert cfg.output_dir.endswith("HuggingFaceTB__SmolLM2-135M-Instruct")
+    assert harness.resolve_checkpoint(cfg).checkpoint == str(tmp_path) and seen == ["gguf"]
+    assert cfg.checkpoint is None  # the caller's config is left as it was
+    given = compose([f"checkpoint={tmp_path}"])
+    assert harness.resolve_checkpoint(given) is given and seen == ["gguf"]
+
+
+def test_table1_sets_the_prompt_protocol_explicitly():
+    """The paper-scale recipe must not inherit a default: its evaluation overrides name the protocol."""
+    import align.config
+
+    train = align.config.compose(["experiment=table1_paper", "output_dir=unused"])
+    overrides = list(train.evaluate.overrides)
+    assert "prompt.protocol=chat" in overrides
+    cfg = compose([f"benchmarks={train.evaluate.benchmarks}", *overrides])
+    assert cfg.prompt.protocol == "chat" and cfg.benchmarks.name == "mio8"
+    assert harness.protocol(cfg) == {
+        "name": "chat",
+        "apply_chat_template": True,
+        "fewshot_as_multiturn": True,
+        "system_instruction": None,
+    }
+
+
+def test_each_benchmark_runs_its_task_for_the_protocol():
+    chat, plain = compose(["prompt.protocol=chat"]), compose(["prompt.protocol=plain"])
+    tasks = {
+        p: {b.name: harness.benchmark_task(c, b, e) for b, e in harness.preset_benchmarks(c)}
+        for p, c in (("chat", chat), ("plain", plain))
+    }
+    assert (
+        tasks["chat"]["humaneval"] == "mio_humaneval_instruct"
+        and tasks["plain"]["humaneval"] == "mio_humaneval"
+    )
+    assert {k: v for k, v in tasks["chat"].items() if k != "humaneval"} == {
+        k: v for k, v in tasks["plain"].items() if k != "humaneval"
+    }
+    assert harness.protocol(plain)["apply_chat_template"] is False
 
 
 def test_mio8_is_the_papers_eight_and_the_mini_preset_mirrors_it():
@@ -54,7 +106,7 @@ def test_mio8_is_the_papers_eight_and_the_mini_preset_mirrors_it():
     [
         "backend.batchsize=3",
         "benchmarks.suite.bbh.num_fewshots=3",
-        "prompt.chat_template=true",
+        "prompt.protocols=chat",
         "seed.random=1",
     ],
 )
@@ -85,9 +137,14 @@ def test_unknown_benchmark_in_a_preset_is_reported_with_the_known_names(tmp_path
         harness.preset_benchmarks(cfg)
 
 
-def test_fewshot_as_multiturn_needs_a_chat_template(tmp_path):
-    cfg = compose([f"output_dir={tmp_path}", "unsafe_code=true", "prompt.fewshot_as_multiturn=true"])
-    with pytest.raises(ValueError, match="apply_chat_template"):
+def test_an_unknown_protocol_fails_before_any_work(tmp_path):
+    cfg = compose([f"output_dir={tmp_path}", "unsafe_code=true", "prompt.protocol=chatml"])
+    with pytest.raises(ValueError, match="chat.*plain"):
+        harness.check(cfg, harness.preset_benchmarks(cfg))
+    cfg = compose(
+        [f"output_dir={tmp_path}", "unsafe_code=true", "prompt.protocol=plain", "prompt.chat_template=x"]
+    )
+    with pytest.raises(ValueError, match="protocol=chat"):
         harness.check(cfg, harness.preset_benchmarks(cfg))
 
 

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from eval import harness
 from eval.config import compose
@@ -26,13 +25,14 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A test-size build of the embedded tiny model (same builder and tokenizer, smaller spec)."""
-    import align.config
-    from align.tiny import ensure_tiny_model
-
-    build = OmegaConf.to_container(align.config.compose(["output_dir=unused"]).model.build, resolve=True)
+    """A test-size build of the embedded tiny model (same builder and tokenizer, smaller spec), built the way the
+    eval config builds any model config: ``harness.resolve_checkpoint`` -> ``align.models.prepare_model_source``."""
     path = tmp_path_factory.mktemp("eval-models") / "tiny"
-    return ensure_tiny_model(path, {**build, **SMALL})
+    cfg = compose([f"model.name_or_path={path}", *(f"model.build.{k}={v}" for k, v in SMALL.items())])
+    assert cfg.checkpoint is None and not path.exists()
+    built = harness.resolve_checkpoint(cfg).checkpoint
+    assert Path(built) == path and (path / "config.json").exists()
+    return path
 
 
 def _cfg(checkpoint: Path, out: Path, *overrides: str):

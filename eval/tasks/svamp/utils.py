@@ -1,8 +1,12 @@
-"""SVAMP helpers: map SVAMP rows onto the fields of lm-eval's asdiv_cot_llama task and reuse its exemplars."""
+"""SVAMP helpers: SVAMP rows on the fields of lm-eval's asdiv_cot_llama task, its exemplars, our answer scoring."""
 
 from __future__ import annotations
 
+from eval.tasks import final_answer
 from eval.tasks.lmeval_source import cot_llama_fewshot_samples
+
+MARKERS = ("The final answer is",)
+final_answer_filter = final_answer.answer_filter(MARKERS)
 
 
 def format_number(value) -> str:
@@ -26,3 +30,8 @@ def process_docs(dataset):
 
 def list_fewshot_samples() -> list[dict]:
     return cot_llama_fewshot_samples()
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, int]:
+    """``results[0]``: the filtered answer (final-answer or flexible-extract filter)."""
+    return {"exact_match": int(final_answer.matches(results[0], doc["answer"]))}

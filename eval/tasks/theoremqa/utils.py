@@ -14,48 +14,16 @@ import math
 import operator
 import re
 
+from eval.tasks.theoremqa.official_examples import examples
+
 TRIGGERS = ["The answer is:", "The answer is", "the answer is"]
 OPTIONS = ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
 RELATIVE_TOLERANCE = 0.04  # official within_eps: |pred - gt| <= 4% of |gt|
 
-# Five worked examples in the official "short" format, one per answer type (float, integer, list, bool, option).
-FEWSHOT = [
-    {
-        "Question": "A 2 microfarad capacitor is charged to 50 V. How much energy does it store, in millijoules?",
-        "solution": "The energy stored in a capacitor is E = C V^2 / 2.\n"
-        "E = (2 * 10^-6 F) * (50 V)^2 / 2 = 2 * 10^-6 * 2500 / 2 = 2.5 * 10^-3 J = 2.5 mJ.\n"
-        "The answer is 2.5",
-    },
-    {
-        "Question": "How many edges does a tree with 12 vertices have?",
-        "solution": "A tree with n vertices is connected and acyclic, so it has exactly n - 1 edges.\n"
-        "With n = 12 the tree has 12 - 1 = 11 edges.\n"
-        "The answer is 11",
-    },
-    {
-        "Question": "Find the eigenvalues of the matrix [[2, 1], [1, 2]]. Return them as a list in increasing order.",
-        "solution": "The characteristic polynomial is (2 - t)^2 - 1 = t^2 - 4t + 3 = (t - 1)(t - 3).\n"
-        "Its roots are t = 1 and t = 3.\n"
-        "The answer is [1, 3]",
-    },
-    {
-        "Question": "Is every group of prime order cyclic? Answer True or False.",
-        "solution": "Let |G| = p with p prime and take g != e in G. By Lagrange's theorem the order of <g> divides p "
-        "and is larger than 1, so it equals p and <g> = G. Hence G is cyclic.\n"
-        "The answer is True",
-    },
-    {
-        "Question": "Which of the following is the derivative of sin(x^2)? (a) cos(x^2); (b) 2x cos(x^2); "
-        "(c) 2x sin(x^2); (d) -2x cos(x^2).",
-        "solution": "By the chain rule, d/dx sin(u) = cos(u) du/dx with u = x^2 and du/dx = 2x, "
-        "so the derivative is 2x cos(x^2).\n"
-        "The answer is (b)",
-    },
-]
-
 
 def list_fewshot_samples() -> list[dict]:
-    return [dict(s) for s in FEWSHOT]
+    """The official runner's five examples (``official_examples.py``), as (Question, solution) rows."""
+    return [{"Question": question, "solution": solution} for question, solution in examples[:5]]
 
 
 def process_docs(dataset):
