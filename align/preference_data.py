@@ -5,7 +5,7 @@ piece and the answer is the tail after the prompt's tokens (TRL's common-prefix 
 
 Sources: a hub name, a local folder of ``{split}.jsonl|json|parquet`` files, or one local file. Row shapes
 (``dataset.format``): ``messages`` (UltraFeedback: chosen/rejected chat-message lists ending in the assistant
-turn), ``strings`` (prompt/chosen/rejected strings), ``hh`` (HH-RLHF joined "\\n\\nHuman: ... \\n\\nAssistant: ..."
+turn; or TRL's explicit-prompt form: a ``prompt`` message list and assistant-only chosen/rejected lists), ``strings`` (prompt/chosen/rejected strings), ``hh`` (HH-RLHF joined "\\n\\nHuman: ... \\n\\nAssistant: ..."
 strings), ``ultrainteract`` (a ``trajectory`` of {from, value} turns plus chosen/rejected strings), or ``auto``.
 
 A malformed row (missing field, empty or non-string response, chosen identical to rejected, chosen and
@@ -187,11 +187,14 @@ def normalise_row(row: dict, fmt: str, cfg) -> Example:
             raise MalformedDataError(
                 f"field '{r_field}': its conversation differs from '{c_field}' before the answer"
             )
-        if not prompt:
+        if not prompt:  # TRL's explicit-prompt conversational rows: chosen/rejected hold only the answer
             text = row.get(p_field)
-            if not isinstance(text, str) or not text.strip():
+            if isinstance(text, list):
+                prompt = _message_list(text, p_field)
+            elif isinstance(text, str) and text.strip():
+                prompt = [{"role": "user", "content": text}]
+            else:
                 raise MalformedDataError(f"field '{p_field}': missing and the messages hold no prompt turn")
-            prompt = [{"role": "user", "content": text}]
         c, r = _answer(chosen[-1]["content"], c_field), _answer(rejected[-1]["content"], r_field)
     elif fmt == "strings":
         text = row.get(p_field)
