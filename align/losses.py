@@ -176,6 +176,16 @@ def bco_pair(
     return LossOutput(losses, tw.detach(), tl.detach())
 
 
+def log1mexp(x: Tensor) -> Tensor:
+    """``log(1 - e^x)`` for ``x < 0``, accurate over the whole range (Maechler 2012): ``log(-expm1(x))`` near 0,
+    ``log1p(-exp(x))`` below ``-ln 2``. Each branch sees only inputs where it is finite, so no NaN gradient leaks
+    through ``where``; ``x`` is capped just below 0, where the value is -inf."""
+    x = x.clamp(max=-torch.finfo(x.dtype).tiny)
+    near = torch.log(-torch.expm1(x.clamp(min=-math.log(2))))
+    far = torch.log1p(-torch.exp(x.clamp(max=-math.log(2))))
+    return torch.where(x > -math.log(2), near, far)
+
+
 def orpo(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -191,9 +201,7 @@ def orpo(
     Rewards as TRL logs them: ``beta * m``.
     """
     pc, pr = policy_chosen_logps, policy_rejected_logps
-    log_odds = (pc - torch.log1p(-torch.exp(pc).clamp(max=1 - 1e-6))) - (
-        pr - torch.log1p(-torch.exp(pr).clamp(max=1 - 1e-6))
-    )
+    log_odds = (pc - log1mexp(pc)) - (pr - log1mexp(pr))
     losses = -beta * F.logsigmoid(log_odds)
     return LossOutput(losses, beta * pc.detach(), beta * pr.detach())
 
