@@ -1,5 +1,5 @@
 """Training-curve figures from each run's ``metrics.jsonl``: Fig 3 (rewards and log-probs over steps, per method),
-Fig 5 (MIO vs NCA-Pair: reward accuracy and margins, train and held-out) and the batch DV vs JS MI estimates.
+Fig 5 (MIO vs NCA-Pair: reward accuracy and margins, train and held-out) and the batch DV bound and JS objective.
 
 One figure per base model and kind, written as PNG and PDF with a CSV beside it holding exactly the plotted
 points (model, method, label, run_dir, split, step, metric, value), so every point traces back to its run folder.
@@ -11,7 +11,7 @@ Uses matplotlib's object API (``Figure``), so no pyplot state or display backend
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +38,8 @@ TITLES = {
     "logps/chosen": "log-prob of the chosen (sum)",
     "logps/rejected": "log-prob of the rejected (sum)",
     "rewards/accuracies": "reward accuracy",
-    "mi/dv": "DV (MINE) estimate, batch",
-    "mi/js": "JS estimate, batch",
+    "mi/dv": "DV (MINE) bound on the MI, batch: ln 2 + log s(T_w - T_l) <= ln 2",
+    "mi/js": "JS objective = -MIO loss, batch: -ln 4 = -1.386 at pi = pi_ref;\na bound on 2 JSD - ln 4, not an MI estimate",
 }
 
 
@@ -233,13 +233,22 @@ def mio_nca_max_difference(sweep: Sweep) -> pd.DataFrame:
 
 
 def fig_mi_estimates(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
-    """The batch DV (MINE) and JS mutual-information estimates over training, every method, per model."""
+    """The batch DV bound and JS objective over training, per model, for the methods with a reference.
+
+    Both are ``align.losses.mi_estimates`` of the logged rewards, i.e. of the critic ``T = beta log(pi/pi_ref)``
+    with half-mix negatives. The DV value is the MI lower bound DPO maximises (at most ln 2 with these
+    negatives). The JS value is the objective MIO maximises, -ln 4 at the start: a lower bound on
+    ``2 JSD - ln 4`` between positives and negatives, plotted as what it is, not as an MI estimate. ORPO and
+    SimPO log ``beta x mean log-prob`` as their reward, which is no critic of a density ratio: they are left out.
+    """
+    with_reference = sweep.runs["method"].map(lambda m: m in LOSSES and LOSSES[m].needs_reference)
     return _train_curves_per_model(
-        sweep, out_dir, MI_METRICS, 2, "mi", "fig_mi_dv_js",
-        "Batch MI estimates over training, base model {model}",
-        "Base model {model}: the DV (MINE) and JS estimates of the prompt-response MI on each train batch "
-        "(align.losses.mi_estimates, half-mix negatives; the critic is the method's logged reward, "
-        "beta log(pi/pi_ref) for the DPO family), one line per method.",
+        replace(sweep, runs=sweep.runs[with_reference]), out_dir, MI_METRICS, 2, "mi", "fig_mi_dv_js",
+        "Batch DV bound and JS objective over training (critic beta log pi/pi_ref), base model {model}",
+        "Base model {model}, methods with a reference only: the DV (MINE) lower bound on the prompt-response MI "
+        "and the JS objective (MIO's negative loss, -ln 4 at the reference; not an MI estimate) on each train "
+        "batch, both align.losses.mi_estimates of the critic beta log(pi/pi_ref) with half-mix negatives, one "
+        "line per method. ORPO and SimPO are left out: their logged rewards are no critic.",
     )  # fmt: skip
 
 

@@ -237,12 +237,15 @@ def test_fig5_pairs_mio_with_nca_pair_on_the_same_model_only(sweep_dir, tmp_path
     assert diff.loc[("eval", "rewards/accuracies"), "steps"] == 2
 
 
-def test_mi_figure_holds_both_estimates(sweep_dir, tmp_path):
+def test_mi_figure_holds_both_values_for_the_methods_with_a_reference_only(sweep_dir, tmp_path):
+    """SimPO and ORPO log beta x mean log-prob as reward, no critic: the DV/JS figure leaves them out."""
     written = figures.fig_mi_estimates(collect(sweep_dir), tmp_path / "fig")
     data = pd.read_csv(next(w.csv for w in written if w.model == "b"))
-    dv = data[(data["method"] == "simpo") & (data["metric"] == "mi/dv")]
+    assert set(data["method"]) == {"dpo", "mio"}  # model b's simpo run is left out
+    dv = data[(data["method"] == "dpo") & (data["metric"] == "mi/dv")]
     assert dv["value"].tolist() == pytest.approx([0.005, 0.010, 0.015])
     assert set(data["metric"]) == {"mi/dv", "mi/js"}
+    assert "not an MI estimate" in figures.TITLES["mi/js"]
 
 
 def test_report_embeds_the_table_figures_runs_and_toy_figures(sweep_dir, tmp_path):
