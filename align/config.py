@@ -246,3 +246,160 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
 def to_container(cfg: DictConfig) -> dict:
     """The resolved config as plain Python data (what each run writes to ``config.yaml``)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+# ------------------------------------------------------------------------------------- value checks
+
+DATASET_FORMATS = ("auto", "messages", "strings", "hh", "ultrainteract")
+CHOICES = {
+    "trainer.precision": ("auto", "fp32", "bf16"),
+    "trainer.reference": ("precompute", "model"),
+    "dataset.format": DATASET_FORMATS,
+    "dataset.truncation_mode": ("keep_end", "keep_start"),
+    "dataset.on_malformed": ("error", "skip"),
+    "model.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16"),
+    "deepspeed.offload_optimizer": ("none", "cpu", "nvme"),
+    "deepspeed.offload_param": ("none", "cpu", "nvme"),
+    "distributed.launcher": ("none", "torchrun", "deepspeed"),
+}
+AT_LEAST_ONE = (
+    "trainer.per_device_train_batch_size",
+    "trainer.per_device_eval_batch_size",
+    "trainer.gradient_accumulation_steps",
+    "trainer.logging_steps",
+    "dataset.max_length",
+    "dataset.max_prompt_length",
+    "model.logps_chunk_size",
+)
+NOT_NEGATIVE = (
+    "trainer.eval_steps",
+    "trainer.save_steps",
+    "trainer.save_total_limit",
+    "trainer.weight_decay",
+    "trainer.max_grad_norm",
+    "method.sft_weight",
+)
+AT_LEAST_ONE_OR_NULL = (
+    "trainer.cpu_threads",
+    "dataset.max_train_samples",
+    "dataset.max_eval_samples",
+    "dataset.num_proc",
+)
+
+
+class ConfigValueError(ValueError):
+    """A config value that cannot work, found before anything is loaded; the message names every such key."""
+
+
+def _unknown_keys(node, schema: type | None, prefix: str) -> list[tuple[str, str]]:
+    """(dotted key, schema name) for the keys of ``node`` that its dataclass schema lacks, recursively: Hydra lets
+    ``+key=value`` additions through struct mode. Method and build nodes carry their own generated schemas."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = schema or OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return []  # a free-form dict (deepspeed.extra, model.build.families)
+    fields = {f.name for f in dataclasses.fields(schema)}
+    out = [(f"{prefix}{k}", schema.__name__) for k in node.keys() if k not in fields]
+    for k in node.keys():
+        if k in fields and OmegaConf.is_dict(node._get_node(k)):
+            sub = OmegaConf.get_type(node, k)
+            out += _unknown_keys(node[k], sub if dataclasses.is_dataclass(sub) else None, f"{prefix}{k}.")
+    return out
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Every value that cannot work, named with its key, before anything is loaded (``align/run.py`` calls it).
+
+    Keys added with ``+key=value`` that the schema does not have, numbers out of range (batch sizes, accumulation
+    and logging steps >= 1, learning_rate > 0, beta > 0, max_length >= max_prompt_length, ...) and choices outside
+    their list. Raises ``ConfigValueError`` listing them all."""
+    problems = [
+        f"{key}: not a key of {schema} (a misspelt '+' addition?)"
+        for key, schema in _unknown_keys(cfg, None, "")
+    ]
+
+    def value(key: str):
+        return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+    def bad(key: str, why: str) -> None:
+        problems.append(f"{key}={value(key)!r}: {why}")
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+    for key in AT_LEAST_ONE:
+        v = value(key)
+        if not is_number(v) or v < 1:
+            bad(key, "must be at least 1")
+    for key in AT_LEAST_ONE_OR_NULL:
+        v = value(key)
+        if v is not None and (not is_number(v) or v < 1):
+            bad(key, "must be at least 1 (or null)")
+    for key in NOT_NEGATIVE:
+        v = value(key)
+        if v is not None and (not is_number(v) or v < 0):
+            bad(key, "must not be negative")
+    for key, options in CHOICES.items():
+        if value(key) not in options:
+            bad(key, f"expected one of {', '.join(options)}")
+    for key in ("trainer.learning_rate", "trainer.adam_epsilon", "method.beta"):
+        v = value(key)
+        if v is not None and (not is_number(v) or v <= 0):
+            bad(key, "must be a positive number")
+    for key in ("trainer.adam_beta1", "trainer.adam_beta2"):
+        v = value(key)
+        if not is_number(v) or not 0 <= v < 1:
+            bad(key, "must be in [0, 1)")
+    for key, low, high in (
+        ("trainer.warmup_ratio", 0, 1),
+        ("dataset.eval_fraction", 0, 0.999999),
+        ("method.label_smoothing", 0, 0.5),
+        ("method.chosen_negative_weight", 0, 1),
+        ("model.lora.dropout", 0, 0.999999),
+    ):
+        v = value(key)
+        if v is not None and (not is_number(v) or not low <= v <= high):
+            bad(key, f"must be in [{low}, {high:g}]")
+    max_steps, epochs = value("trainer.max_steps"), value("trainer.num_epochs")
+    if not is_number(max_steps) or (max_steps != -1 and max_steps < 1):
+        bad("trainer.max_steps", "must be -1 (use num_epochs) or at least 1")
+    elif max_steps == -1 and (not is_number(epochs) or epochs <= 0):
+        bad("trainer.num_epochs", "must be positive when trainer.max_steps=-1")
+    length, prompt = value("dataset.max_length"), value("dataset.max_prompt_length")
+    if is_number(length) and is_number(prompt) and length < prompt:
+        problems.append(f"dataset.max_length={length} is below dataset.max_prompt_length={prompt}")
+    for key in ("method.negative_weight", "trainer.displacement_warning"):
+        v = value(key)
+        if v is not None and (not is_number(v) or v < 0):
+            bad(key, "must not be negative")
+    if value("model.lora.enabled") and (not is_number(value("model.lora.r")) or value("model.lora.r") < 1):
+        bad("model.lora.r", "must be at least 1")
+    if value("deepspeed.zero_stage") not in (0, 1, 2, 3):
+        bad("deepspeed.zero_stage", "expected 0, 1, 2 or 3")
+    if value("model.share_prompt") and value("model.attn_implementation") != "sdpa":
+        bad("model.attn_implementation", "model.share_prompt=true needs sdpa (a custom 4D attention mask)")
+    device = value("device")
+    if not isinstance(device, str) or not (device == "auto" or _is_torch_device(device)):
+        bad("device", "expected auto, cpu, cuda or a torch device name like cuda:1")
+    scheduler = value("trainer.lr_scheduler")
+    if scheduler not in _scheduler_names():
+        bad("trainer.lr_scheduler", f"expected one of {', '.join(_scheduler_names())}")
+    if problems:
+        raise ConfigValueError("; ".join(problems))
+
+
+def _is_torch_device(name: str) -> bool:
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def _scheduler_names() -> list[str]:
+    from transformers import SchedulerType
+
+    return [s.value for s in SchedulerType]
