@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from align import distributed as dist
+from align.checkpoint import load_state_file
 from align.logprobs import PolicyLogps, model_inputs
 
 
@@ -149,7 +150,7 @@ class TorchEngine:
             )
 
     def load_state(self, ckpt_dir: Path) -> None:
-        state = torch.load(ckpt_dir / "optimizer.pt", map_location=self.device, weights_only=False)
+        state = load_state_file(ckpt_dir / "optimizer.pt", map_location=self.device)
         with torch.no_grad():
             params = dict(self.policy.named_parameters())
             for name, value in state["trainable"].items():

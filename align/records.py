@@ -105,6 +105,26 @@ def environment(repo: Path) -> dict[str, Any]:
     }
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``. A run killed while writing leaves a partial last line: it is dropped (the
+    resumed run logs that row again). A bad line before the last is an error naming the file and line."""
+    lines = Path(path).read_text(errors="replace").split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a metrics row with an integer 'step'")
+        except ValueError as e:
+            if number == len(lines):  # no newline after it: the write was cut short
+                break
+            raise ValueError(f"{path}: line {number}: not a metrics row ({e})") from e
+        rows.append(row)
+    return rows
+
+
 class MetricsLog:
     """Appends metric rows to ``metrics.jsonl`` (flushed per row) and, optionally, TensorBoard."""
 
@@ -112,12 +132,8 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         if resume_after_step is not None and self.path.exists():
             # Rows logged after the checkpoint we resume from would be logged again: drop them.
-            keep = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= resume_after_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            keep = [row for row in read_metrics(self.path) if row["step"] <= resume_after_step]
+            write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in keep))
         elif self.path.exists():
             self.path.unlink()
         self.file = open(self.path, "a")  # noqa: SIM115 - open for the run's lifetime

@@ -22,21 +22,28 @@ import torch
 from transformers import set_seed
 
 from align import distributed as dist
-from align.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from align.checkpoint import (
+    CheckpointError,
+    last_good_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from align.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, skip_cpu_shm_build
 from align.logprobs import PolicyLogps, model_inputs
 from align.losses import get_method
 from align.models import attention_window, load_causal_lm, load_tokenizer, model_fingerprint, resolve_dtype
 from align.preference_data import PreferenceData, Split, collate, collate_shared, load_preference_data
 from align.records import MetricsLog
-from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute
+from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute, spot_checker
 from align.steps import Averager, BatchOrder, preference_loss, to_device
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+    """The loss, the gradient norm or the weights became NaN or infinite; the last good checkpoint is left
+    untouched (checkpoints are only written after the weights were checked finite)."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -203,12 +210,23 @@ class Trainer:
             with self._autocast():
                 return compute_table(forward, split, bs, self.collate, self.device)
 
+        def policy_forward(batch):
+            with self._autocast():
+                return self._policy_forward(batch)
+
+        # At step 0 the policy is the reference: a cached table is checked against one batch scored again.
+        tolerance = 1e-4 if precision == str(torch.float32) else 2e-2  # nats per token
         self.engine.train(False)
         for name, split in (("train", self.data.train), ("eval", self.data.eval)):
             if split is not None:
                 key = cache_key(fp, split, precision)
+                check = (
+                    spot_checker(policy_forward, split, bs, self.collate, self.device, tolerance)
+                    if fresh
+                    else None
+                )
                 self.ref_tables[name] = load_or_compute(
-                    split, key, self.cfg.paths.cache_dir, lambda s=split: compute(s), name
+                    split, key, self.cfg.paths.cache_dir, lambda s=split: compute(s), name, check
                 )
         self.engine.train(True)
 
@@ -264,6 +282,37 @@ class Trainer:
             margin,
         )
 
+    def _nonfinite_weights(self) -> list[str]:
+        """Names of trainable parameters holding a NaN or infinity (this rank's ZeRO-3 partition; ranks agree).
+        A float32 sum per tensor: non-finite values propagate into it, finite weights cannot overflow it."""
+        named = [
+            (n, getattr(p, "ds_tensor", p))
+            for n, p in self.engine.policy.named_parameters()
+            if p.requires_grad
+        ]
+        if not named:
+            return []
+        sums = torch.stack([t.detach().sum(dtype=torch.float32) for _, t in named])
+        bad = dist.all_reduce_sum((~torch.isfinite(sums)).float())
+        return [n for (n, _), b in zip(named, bad.tolist(), strict=True) if b > 0]
+
+    def _window_state(self, window: Averager, tokens, grad_norms: list[float], seconds: float) -> dict:
+        """This rank's metrics window since the last logged row (tensors and plain data: loadable weights_only), so
+        that a run resumed between two logging steps logs the same next row and token count."""
+        return {
+            "keys": window.keys,
+            "total": None if window.total is None else window.total.detach().cpu(),
+            "tokens": int(tokens),
+            "grad_norms": [float(g) for g in grad_norms],
+            "seconds": seconds,
+        }
+
+    def _restore_window(self, saved: dict) -> tuple[Averager, object, list[float], float]:
+        window = Averager()
+        if saved.get("total") is not None:
+            window.keys, window.total = list(saved["keys"]), saved["total"].to(self.device)
+        return window, saved.get("tokens", 0), list(saved.get("grad_norms", [])), saved.get("seconds", 0.0)
+
     # -- evaluation
 
     @torch.no_grad()
@@ -300,8 +349,15 @@ class Trainer:
         started = time.perf_counter()
         self._setup_reference(fresh=ckpt is None)
         reference_seconds = time.perf_counter() - started
+        saved_window: dict = {}
         if ckpt is not None:
-            state = load_checkpoint(self.engine, ckpt)
+            state, saved_window = load_checkpoint(self.engine, ckpt)
+            bad = self._nonfinite_weights()
+            if bad:
+                raise CheckpointError(
+                    f"{ckpt} holds non-finite weights ({', '.join(bad[:3])}); resume from an earlier checkpoint "
+                    f"(move this one away) or start again"
+                )
             log.info("resumed from %s at step %d", ckpt, state["step"])
         metrics = (
             MetricsLog(
@@ -319,7 +375,8 @@ class Trainer:
             )
         last_eval: dict[str, float] = {}
         last_train: dict[str, float] = {}
-        window, window_tokens, window_start, grad_norms = Averager(), 0, time.perf_counter(), []
+        window, window_tokens, grad_norms, window_seconds = self._restore_window(saved_window)
+        window_start = time.perf_counter() - window_seconds
         self.engine.train(True)
         stop = StopSignal()
         try:
@@ -338,7 +395,7 @@ class Trainer:
                         raise NonFiniteLossError(
                             f"loss is {loss.item()} at step {state['step'] + 1} (micro-batch {state['micro_index']}, "
                             f"train rows {batch['row'].tolist()}); no checkpoint was written after it. "
-                            f"Last good checkpoint: {latest_checkpoint(ckpt_root) or 'none'}. "
+                            f"Last good checkpoint: {last_good_checkpoint(ckpt_root) or 'none'}. "
                             "Lower trainer.learning_rate or method.beta, or check these rows, then resume=true."
                         )
                     self.engine.backward(loss)
@@ -352,8 +409,17 @@ class Trainer:
                 if norm is not None and not math.isfinite(norm):
                     raise NonFiniteLossError(
                         f"gradient norm is {norm} at step {state['step']}; last good checkpoint: "
-                        f"{latest_checkpoint(ckpt_root) or 'none'}. Lower trainer.learning_rate, then resume=true."
+                        f"{last_good_checkpoint(ckpt_root) or 'none'}. Lower trainer.learning_rate, then resume=true."
                     )
+                bad = self._nonfinite_weights()
+                if bad:
+                    raise NonFiniteLossError(
+                        f"weights are non-finite after step {state['step']} ({', '.join(bad[:3])}"
+                        f"{' ...' if len(bad) > 3 else ''}); no checkpoint was written after it. Last good checkpoint: "
+                        f"{last_good_checkpoint(ckpt_root) or 'none'}. Lower trainer.learning_rate or raise "
+                        "trainer.adam_epsilon, then resume=true."
+                    )
+                state["weights_finite"] = True  # checked just now: any checkpoint written below is a good one
                 if bar is not None:
                     bar.update(1)
                 if state["step"] % tr.logging_steps == 0 or state["step"] == self.total_steps:
@@ -388,15 +454,25 @@ class Trainer:
                     window_start = time.perf_counter()  # evaluation time is not training throughput
                 saved = tr.save_steps > 0 and state["step"] % tr.save_steps == 0 and not final
                 if saved:
+                    seconds = time.perf_counter() - window_start
+                    rank_state = self._window_state(window, window_tokens, grad_norms, seconds)
                     save_checkpoint(
-                        self.engine, self.tokenizer, ckpt_root, state["step"], state, tr.save_total_limit
+                        self.engine,
+                        self.tokenizer,
+                        ckpt_root,
+                        state["step"],
+                        state,
+                        tr.save_total_limit,
+                        rank_state,
                     )
-                    window_start = time.perf_counter()
+                    window_start = time.perf_counter() - seconds  # saving time is not training throughput
                 if not final and stop.requested(self.device):
                     path = ckpt_root / f"step-{state['step']:06d}"
                     if not saved:
+                        seconds = time.perf_counter() - window_start
+                        rank_state = self._window_state(window, window_tokens, grad_norms, seconds)
                         path = save_checkpoint(
-                            self.engine, self.tokenizer, ckpt_root, state["step"], state, 0
+                            self.engine, self.tokenizer, ckpt_root, state["step"], state, 0, rank_state
                         )
                     raise TrainingInterrupted(
                         f"stopped by SIGTERM after step {state['step']}; checkpoint {path}; "
