@@ -17,13 +17,14 @@ tokens (``truncation_mode`` end), then cut responses to ``max_length - max_promp
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -66,17 +67,217 @@ def _local_files(path: Path, split: str | None) -> list[Path]:
     return found
 
 
-def load_raw_splits(cfg) -> dict[str, tuple[Any, str]]:
-    """``{"train": (Dataset, source), "test": (Dataset, source)}`` (test only when present) from cfg.dataset."""
+class RawSplit(NamedTuple):
+    """A split as read: the rows, where they came from (for messages), and the local files behind them."""
+
+    dataset: Any
+    source: str
+    files: tuple[Path, ...] = ()
+
+
+# Byte-order marks, longest first (UTF-32's LE mark starts with UTF-16's).
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+KIND_NAMES = {
+    "str": "a string",
+    "number": "a number",
+    "bool": "a boolean",
+    "list": "a list",
+    "dict": "an object",
+}
+
+
+def _json_lines(path: Path) -> tuple[list[tuple[int | None, str | None, str]], str]:
+    """((line number or None, text, problem) for each JSON document in ``path``, its encoding). JSON lines, or one
+    JSON array (``.json``); blank lines are skipped, as ``datasets`` does. Empty, binary and undecodable files raise
+    ``MalformedDataError`` naming the file and encoding; a line that is not UTF-8 comes with its problem."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise MalformedDataError(f"{path}: empty file (no rows)")
+    encoding = next((enc for bom, enc in BOMS if data.startswith(bom)), None)
+    if encoding is None:
+        nul = data.find(b"\0", 0, 1 << 16)
+        if nul >= 0:
+            utf16 = data[1:64:2].count(0) > 16 or data[0:64:2].count(0) > 16
+            hint = "UTF-16 without a byte-order mark" if utf16 else "binary data"
+            raise MalformedDataError(
+                f"{path}: a NUL byte at offset {nul}: not UTF-8 JSON text ({hint}?); save it as UTF-8 JSON lines"
+            )
+        encoding = "utf-8"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        if encoding != "utf-8":
+            raise MalformedDataError(f"{path}: not valid {encoding} text (byte offset {e.start})") from None
+        text = None
+    if text is not None and text.lstrip().startswith("["):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MalformedDataError(
+                f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})"
+            ) from None
+        return [(None, json.dumps(x), "") for x in doc], encoding
+    raw_lines = text.split("\n") if text is not None else data.split(b"\n")
+    out = []
+    for number, line in enumerate(raw_lines, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                out.append(
+                    (number, None, f"not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1})")
+                )
+                continue
+        if line.strip():
+            out.append((number, line, ""))
+    return out, encoding
+
+
+def _kind(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "str", list: "list", dict: "dict"}.get(type(value), type(value).__name__)
+
+
+def _paths(value, path: str = ""):
+    """(sub-path, kind) of ``value`` and of everything inside it, for the column-type check."""
+    kind = _kind(value)
+    if kind is None:
+        return
+    yield path, kind
+    if kind == "list":
+        for item in value:
+            yield from _paths(item, f"{path}[]")
+    elif kind == "dict":
+        for k, item in value.items():
+            yield from _paths(item, f"{path}.{k}")
+
+
+def read_json_rows(files: list[Path], columns: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """Our own decoding of JSON(-lines) files, where ``datasets`` gives up or would coerce types: (rows holding
+    ``columns`` exactly as written, problems naming file, row, line and field).
+
+    A line that is not a JSON object becomes an empty row (dropped as malformed in skip mode). Column types are
+    explicit: where a column (or a field inside it, like a message's content) holds values of different kinds,
+    the kind most rows have is the column's type and a row holding another is a problem (its value is emptied);
+    ``datasets`` would instead coerce the values (the string "5" read as the number 5) and blame valid rows."""
+    rows, where, problems = [], [], []
+    for path in files:
+        lines, encoding = _json_lines(path)
+        if encoding not in ("utf-8", "utf-8-sig"):
+            log.info("%s: read as %s", path, encoding)
+        for number, line, error in lines:
+            label = f"{path}{f':{number}' if number is not None else ''}: row {len(rows)}"
+            row = {}
+            if not error:
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        error, row = f"expected a JSON object, got {KIND_NAMES.get(_kind(row), 'null')}", {}
+                except json.JSONDecodeError as e:
+                    error = f"invalid JSON ({e.msg}, column {e.colno})"
+            if error:
+                problems.append(f"{label}: {error}")
+            rows.append({c: row.get(c) for c in columns})
+            where.append(label)
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in rows:
+        for column in columns:
+            for sub, kind in set(_paths(row[column], column)):
+                by_kind = counts.setdefault((column, sub), {})
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+    expected = {
+        key: max(kinds, key=lambda k: (kinds[k], k == "str"))
+        for key, kinds in counts.items()
+        if len(kinds) > 1
+    }
+    for i, row in enumerate(rows):
+        for column in columns:
+            odd = next(
+                ((sub, k) for sub, k in _paths(row[column], column) if expected.get((column, sub), k) != k),
+                None,
+            )
+            if odd is not None:
+                sub, kind = odd
+                problems.append(
+                    f"{where[i]}: field '{sub}': expected {KIND_NAMES.get(expected[(column, sub)], '?')} like the other "
+                    f"rows, got {KIND_NAMES.get(kind, kind)}"
+                )
+                row[column] = None
+    return rows, problems
+
+
+def _has_json_feature(feature) -> bool:
+    """Whether ``datasets`` fell back to its ``Json`` type anywhere in a feature (it does for mixed types)."""
+    import datasets
+
+    if isinstance(feature, datasets.Json):
+        return True
+    if isinstance(feature, dict):
+        return any(_has_json_feature(f) for f in feature.values())
+    inner = getattr(feature, "feature", None)
+    return inner is not None and _has_json_feature(inner)
+
+
+def _load_files(files: list[Path], cfg) -> Any:
+    """A Dataset from local files: ``datasets``' reader (cached, fast) where it reads the files faithfully, our own
+    decoding where it fails or mixes types (``read_json_rows``). Errors name the file (and row, line, field)."""
+    import datasets
+
+    builder = FILE_BUILDERS[files[0].suffix]
+    columns = tuple(dict.fromkeys((cfg.prompt_field, cfg.chosen_field, cfg.rejected_field, "trajectory")))
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    except Exception as e:  # noqa: BLE001 - our own reader below says what is wrong, naming file and line
+        if builder != "json":
+            raise MalformedDataError(
+                f"{', '.join(map(str, files))}: not a readable {builder} file ({e})"
+            ) from e
+        failure = e
+    else:
+        if not any(_has_json_feature(f) for c, f in ds.features.items() if c in columns):
+            return ds
+        failure = None
+    rows, problems = read_json_rows(files, columns)
+    if problems and cfg.on_malformed != "skip":
+        more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise MalformedDataError(
+            f"{problems[0]}\n"
+            + "".join(f"  {p}\n" for p in problems[1:5])
+            + more.lstrip("\n")
+            + "Fix the data or set dataset.on_malformed=skip to drop such rows."
+        )
+    for p in problems:
+        log.warning("%s (dropped: dataset.on_malformed=skip)", p)
+    present = [c for c in columns if any(r[c] is not None for r in rows)]
+    try:
+        return datasets.Dataset.from_list([{c: r[c] for c in present} for r in rows])
+    except Exception as e:  # noqa: BLE001 - named with the files
+        raise MalformedDataError(f"{', '.join(map(str, files))}: could not read the rows ({e})") from (
+            failure or e
+        )
+
+
+def load_raw_splits(cfg) -> dict[str, RawSplit]:
+    """``{"train": RawSplit, "test": RawSplit}`` (test only when present) from cfg.dataset."""
     import datasets
 
     path = Path(cfg.path).expanduser()
-    out: dict[str, tuple[Any, str]] = {}
+    out: dict[str, RawSplit] = {}
     if path.is_file():
-        builder = FILE_BUILDERS.get(path.suffix)
-        if builder is None:
+        if FILE_BUILDERS.get(path.suffix) is None:
             raise ValueError(f"dataset.path {path}: unsupported file type (use .json, .jsonl or .parquet)")
-        out["train"] = (datasets.load_dataset(builder, data_files=str(path), split="train"), str(path))
+        out["train"] = RawSplit(_load_files([path], cfg), str(path), (path,))
         return out
     if path.is_dir():
         for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
@@ -85,9 +286,12 @@ def load_raw_splits(cfg) -> dict[str, tuple[Any, str]]:
                 if role == "train":
                     raise FileNotFoundError(f"dataset.path {path}: no {split}.jsonl/.json/.parquet file")
                 continue
-            builder = FILE_BUILDERS[files[0].suffix]
-            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
-            out[role] = (ds, ", ".join(str(f) for f in files))
+            kinds = {FILE_BUILDERS[f.suffix] for f in files}
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"dataset.path {path}: split {split} mixes file types ({', '.join(map(str, files))})"
+                )
+            out[role] = RawSplit(_load_files(files, cfg), ", ".join(str(f) for f in files), tuple(files))
         return out
     if str(cfg.path).startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset.path {cfg.path} does not exist")
@@ -105,7 +309,24 @@ def load_raw_splits(cfg) -> dict[str, tuple[Any, str]]:
                     f"dataset {cfg.path}: no split {split!r} (has {sorted(ds)}); set dataset.train_split"
                 )
             continue
-        out[role] = (ds[split], f"{cfg.path} [{split}]")
+        out[role] = RawSplit(ds[split], f"{cfg.path} [{split}]")
+    return out
+
+
+def row_lines(files: tuple[Path, ...], rows: list[int]) -> dict[int, str]:
+    """``{row: "<file>:<line>"}`` for rows of JSON-lines files (blank lines are not rows), for error messages."""
+    wanted, out, index = set(rows), {}, 0
+    for path in files:
+        if FILE_BUILDERS.get(path.suffix) != "json" or not wanted:
+            return out
+        try:
+            lines, _ = _json_lines(path)
+        except MalformedDataError:
+            return out
+        for number, _line, _err in lines:
+            if index in wanted and number is not None:
+                out[index] = f"{path}:{number}"
+            index += 1
     return out
 
 
@@ -334,6 +555,8 @@ class Tokenize:
 
     def encode(self, rendered: list[tuple[str, str, str]]) -> list[dict]:
         """Tokenize rendered pairs (``render``'s triples) in one batched call (fast tokenizers encode in parallel)."""
+        if not rendered:  # a batch of malformed rows only (fast tokenizers fail on an empty batch)
+            return []
         ids = self.tok([t for triple in rendered for t in triple], add_special_tokens=False).input_ids
         out = []
         for i in range(len(rendered)):
@@ -428,8 +651,11 @@ def map_fingerprint(ds, fmt: str, cfg, tokenizer) -> str:
     return h.hexdigest()[:32]
 
 
-def prepare_split(ds, source: str, cfg, tokenizer, max_samples: int | None, stats: dict, role: str) -> Split:
-    """Check, render and tokenize one split; raise or drop malformed rows; record counts in ``stats``."""
+def prepare_split(
+    ds, source: str, cfg, tokenizer, max_samples: int | None, stats: dict, role: str, files: tuple = ()
+) -> Split:
+    """Check, render and tokenize one split; raise or drop malformed rows; record counts in ``stats``.
+    ``files``: the local files behind ``ds``, to name the lines of malformed rows."""
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     if len(ds) == 0:
@@ -448,12 +674,21 @@ def prepare_split(ds, source: str, cfg, tokenizer, max_samples: int | None, stat
         new_fingerprint=map_fingerprint(ds, fmt, cfg, tokenizer),
     )
     errors = [(r, e) for r, e in zip(out["row"], out["error"], strict=True) if e]
-    if errors and cfg.on_malformed != "skip":
-        shown = "\n".join(f"  {source}: row {r}: {e}" for r, e in errors[:5])
-        more = f"\n  ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+    every = bool(errors) and len(errors) == len(out)
+    if errors and (cfg.on_malformed != "skip" or every):
+        lines = row_lines(files, [r for r, _ in errors[:5]])
+        shown = [f"{lines.get(r, source)}: row {r}: {e}" for r, e in errors[:5]]
+        head = f"all {len(errors)} rows are malformed" if every else f"{len(errors)} malformed row(s)"
+        more = f"  ... and {len(errors) - 5} more\n" if len(errors) > 5 else ""
         raise MalformedDataError(
-            f"{len(errors)} malformed row(s) in {source} (rows are 0-based; JSONL line = row + 1):\n{shown}{more}\n"
-            "Fix the data or set dataset.on_malformed=skip to drop such rows."
+            f"{shown[0]} ({head}; rows are 0-based)\n"
+            + "".join(f"  {line}\n" for line in shown[1:])
+            + more
+            + (
+                "Fix the data."
+                if every
+                else "Fix the data or set dataset.on_malformed=skip to drop such rows."
+            )
         )
     if errors:
         log.warning("%s: dropped %d malformed row(s), e.g. row %d: %s", source, len(errors), *errors[0])
@@ -491,10 +726,16 @@ def load_preference_data(cfg, tokenizer, seed: int) -> PreferenceData:
         raise ValueError(f"dataset.on_malformed={cfg.on_malformed!r}: expected error or skip")
     raw = load_raw_splits(cfg)
     stats: dict[str, Any] = {}
-    train = prepare_split(*raw["train"], cfg, tokenizer, cfg.max_train_samples, stats, "train")
+    tr = raw["train"]
+    train = prepare_split(
+        tr.dataset, tr.source, cfg, tokenizer, cfg.max_train_samples, stats, "train", tr.files
+    )
     held_out = None
     if "test" in raw:
-        held_out = prepare_split(*raw["test"], cfg, tokenizer, cfg.max_eval_samples, stats, "eval")
+        te = raw["test"]
+        held_out = prepare_split(
+            te.dataset, te.source, cfg, tokenizer, cfg.max_eval_samples, stats, "eval", te.files
+        )
     elif cfg.eval_fraction > 0:
         # Carved after preparation, so that row numbers in errors and in `row` still name lines of the train file.
         parts = train.dataset.train_test_split(test_size=cfg.eval_fraction, seed=seed)
