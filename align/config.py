@@ -60,9 +60,55 @@ class GgufBuildConfig:
     source: str = "auto"  # auto (the hub when reachable, else the GGUF copy) | hub | gguf
 
 
+@dataclass
+class MiniaturePairsConfig:
+    """On-policy preference pairs derived from the miniature model (``miniature/pairs.py``): several sampled
+    answers per prompt, checked by the task's verifier; a correct (chosen) and an incorrect (rejected) one."""
+
+    dir: str | None = None  # where train.jsonl / test.jsonl are written; null = no pairs
+    train_prompts: int = 2000  # prompts sampled for the train split
+    test_prompts: int = 300  # prompts sampled for the held-out split
+    samples: int = 4  # answers sampled per prompt
+    temperature: float = 1.0  # sampling temperature
+    seed: int = 0  # sampling seed
+
+
+@dataclass
+class MiniatureBuildConfig:
+    """The miniature base model (``miniature/build.py``): pre-trained from scratch on generated worked problems,
+    then SFT on correct demonstrations in the chat template; its on-policy pairs (``pairs``)."""
+
+    kind: str = "miniature"
+    families: dict[str, float] = field(
+        default_factory=lambda: {"add": 1.0, "compare": 1.0, "parity": 1.0, "string": 1.0, "word": 1.0}
+    )
+    hidden_size: int = 96
+    intermediate_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    max_length: int = 256
+    seed: int = 0
+    pretrain_docs: int = 40000
+    fact_docs: int = 4000
+    pretrain_steps: int = 1200
+    batch_size: int = 32
+    seq_len: int = 96
+    lr: float = 8e-3
+    sft_docs: int = 5000
+    sft_steps: int = 100
+    sft_lr: float = 1e-3
+    max_new_tokens: int = 64
+    threads: int | None = None  # torch threads for the build (speed only; null = leave as is)
+    pairs: MiniaturePairsConfig = field(default_factory=MiniaturePairsConfig)
+
+
 # What ``model.build.kind`` can be: its schema (stored in Hydra's ConfigStore as schema/build/<kind>); the
 # function that builds each kind lives in align/models.py::BUILDERS.
-BUILD_SCHEMAS: dict[str, type] = {"tiny": TinyBuildConfig, "gguf": GgufBuildConfig}
+BUILD_SCHEMAS: dict[str, type] = {
+    "tiny": TinyBuildConfig,
+    "gguf": GgufBuildConfig,
+    "miniature": MiniatureBuildConfig,
+}
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Loading models and tokenizers: ``from_pretrained`` on a hub name or a local folder, the same path for both.
 
 A model config may say how to build its folder first when it is missing (``model.build``, kinds in ``BUILDERS``):
-the tiny local model (``align/tiny.py``) or a real model from a GGUF file a package ships (``align/gguf.py``).
+the tiny local model (``align/tiny.py``), a real model from a GGUF file a package ships (``align/gguf.py``), or the
+miniature SFT model pre-trained here on verifiable tasks, with its on-policy pairs (``miniature/build.py``).
 After that every model is loaded the same way. ``model_fingerprint`` identifies a model's weights for the
 reference-log-prob cache: the resolved hub commit, or a content hash of a local folder's files.
 """
@@ -46,9 +47,15 @@ def _build_gguf(model_cfg, spec: dict) -> str:
     return ensure_gguf_model(model_cfg.name_or_path, spec, model_cfg.revision)
 
 
+def _build_miniature(model_cfg, spec: dict) -> str:
+    from miniature.build import ensure_model
+
+    return str(ensure_model(model_cfg.name_or_path, spec))
+
+
 # model.build.kind -> a function (model config, build spec) -> the name or folder to load. Schemas:
 # align/config.py::BUILD_SCHEMAS.
-BUILDERS = {"tiny": _build_tiny, "gguf": _build_gguf}
+BUILDERS = {"tiny": _build_tiny, "gguf": _build_gguf, "miniature": _build_miniature}
 
 
 def prepare_model_source(model_cfg) -> str:

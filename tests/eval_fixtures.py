@@ -44,6 +44,7 @@ RUN_ON = {
     "Final Answer: The final answer is $" + WRONG + "$. I hope it is correct.",
     "theoremqa": "\n\nProblem:\nHow many edges does a cycle on 4 vertices have?\nSolution:\nA cycle on n vertices has n "
     "edges.\nThe answer is " + WRONG,
+    "miniature": "\n<|user|>\nWhat is 2 + 2?\n<|assistant|>\n2+2=4 -> 4. Answer: " + WRONG,
     "cot_llama": "\n\nGiven the following problem, reason and give a final answer to the problem.\n"
     "Problem: Tom has 3 apples. He buys 4 more. How many apples does he have?\n"
     + INSTRUCTION
@@ -70,7 +71,7 @@ def family(task: str) -> str:
         return "fenced_code"
     if task in ("mio_svamp", "mio_asdiv"):
         return "cot_llama"
-    if task in ("mio_gsm_plus", "mio_theoremqa"):
+    if task in ("mio_gsm_plus", "mio_theoremqa", "mio_miniature"):
         return task.removeprefix("mio_")
     raise KeyError(f"no scripted answer for task {task}")
 
@@ -91,6 +92,8 @@ def right(task: str, doc: dict) -> str:
         return f"We compute it.\nFinal Answer: The final answer is ${doc['answer']}$. I hope it is correct."
     if kind == "theoremqa":
         return f"Applying the theorem step by step.\nThe answer is {doc['Answer']}"
+    if kind == "miniature":
+        return doc["solution"]
     return f"Reasoning about the quantities. The final answer is {doc['answer'].split(' (')[0]}"
 
 
@@ -106,6 +109,8 @@ def wrong(task: str, doc: dict) -> str:
         return f"The answer is {WRONG}"
     if kind == "math":
         return f"Final Answer: The final answer is ${WRONG}$. I hope it is correct."
+    if kind == "miniature":
+        return f"Answer: {WRONG}"
     return f"The final answer is {WRONG}\n#### {WRONG}"
 
 

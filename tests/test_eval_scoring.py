@@ -39,8 +39,9 @@ def _run(checkpoint, out, mode: str, *overrides: str):
     return cfg, lm, run(cfg, lm=lm)
 
 
-def _only(*names: str) -> list[str]:
-    return [f"~benchmarks.suite.{n}" for n in EIGHT if n not in names]
+def _only(*names: str, suite: tuple[str, ...] = (*EIGHT, "miniature")) -> list[str]:
+    """Overrides that leave only ``names`` of ``suite`` (mio8_mini's: the eight and the miniature)."""
+    return [f"~benchmarks.suite.{n}" for n in suite if n not in names]
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +167,9 @@ def test_the_eurus_leetcode_set_runs_from_a_local_file(checkpoint, tmp_path, mod
         "benchmarks.suite.leetcode.task=mio_leetcode_eurus",
         f"benchmarks.suite.leetcode.data_file={EURUS_MINI}",
     ]
-    cfg, lm, summary = _run(checkpoint, tmp_path, mode, "benchmarks=mio8", *eurus, *_only("leetcode"))
+    cfg, lm, summary = _run(
+        checkpoint, tmp_path, mode, "benchmarks=mio8", *eurus, *_only("leetcode", suite=EIGHT)
+    )
     assert summary["scores"] == {"leetcode": score} and lm.calls == 2
     record = json.loads((tmp_path / "mio8" / "leetcode.json").read_text())
     assert record["primary"]["task"] == "mio_leetcode_eurus"

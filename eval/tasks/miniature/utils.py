@@ -1,13 +1,9 @@
-"""The miniature benchmark for lm-eval: the fixed held-out problems of ``miniature.tasks.benchmark()``, prompted in
-the miniature model's chat template, scored by each family's verifier (exact match of the final answer)."""
+"""The miniature benchmark for lm-eval: the fixed held-out problems of ``miniature.tasks.benchmark()``, scored by each
+family's verifier (exact match of the final answer)."""
 
 from __future__ import annotations
 
 from miniature import tasks
-
-# The miniature model's chat template (miniature/build.py), written out: the task runs without lm-eval's
-# apply_chat_template, beside the plain-text tasks of mio8_mini. BOS comes from the tokenizer, as in training.
-USER, ASSISTANT, EOS = "<|user|>\n", "<|assistant|>\n", "</s>"
 
 
 def load(data_files=None, **_):
@@ -17,10 +13,6 @@ def load(data_files=None, **_):
     if data_files:
         return datasets.load_dataset("json", data_files=data_files)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(tasks.benchmark_rows())})
-
-
-def doc_to_text(doc: dict) -> str:
-    return f"{USER}{doc['question']}{EOS}\n{ASSISTANT}"
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
