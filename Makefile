@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train sweep eval reproduce-table1 report toy lint format data lock clean
+.PHONY: help install test train sweep eval reproduce-table1 report toy lint format data miniature lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -34,10 +34,10 @@ install: $(STAMP)  ## create .venv and install the repo with its pinned dependen
 test: $(STAMP) $(ASSETS)  ## run the test suite (CPU, offline, a few minutes)
 	$(PY) -m pytest -q
 
-train: $(STAMP)  ## the main job: MIO on the tiny local model and bundled data (CPU, minutes)
-	$(PY) align/run.py $(ARGS)
+train: $(STAMP)  ## the main job: MIO from the miniature SFT model on its on-policy pairs, benchmark before/after (CPU, minutes)
+	$(PY) -m miniature.train $(ARGS)
 
-sweep: $(STAMP)  ## a three-method sweep (MIO, DPO, NCA-Pair) on the tiny default, one folder per job
+sweep: $(STAMP)  ## a three-method sweep (MIO, DPO, NCA-Pair) on the default model and data, one folder per job
 	$(PY) align/run.py -m method=mio,dpo,nca_pair $(ARGS)
 
 eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="checkpoint=<dir> benchmarks=mio8 unsafe_code=true"
@@ -52,8 +52,12 @@ report: $(STAMP)  ## rebuild the tables, figures and report from existing result
 toy: $(STAMP)  ## regenerate every toy figure (PNG, PDF) and its data under toy/results/
 	$(PY) toy/run.py $(ARGS)
 
-data: $(STAMP)  ## regenerate the bundled preference data under data/tiny_prefs/
+data: $(STAMP)  ## regenerate the bundled off-policy pairs (data/tiny_prefs/) and build the on-policy ones (miniature)
 	$(PY) -m align.tinydata
+	$(PY) -m miniature build $(ARGS)
+
+miniature: $(STAMP)  ## build the miniature SFT model and its on-policy pairs (cached; ARGS: model.build.* overrides)
+	$(PY) -m miniature build $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(PY) -m ruff check .

@@ -29,8 +29,12 @@ def repo_root() -> Path:
     return REPO
 
 
+# The unit tests train the fast random-init tiny model on the bundled pairs, with no benchmarks unless a test asks,
+# whatever the primary config's defaults (the miniature SFT model, its pairs and benchmark).
+PINNED = ["model=tiny", "dataset=tiny", "evaluate.benchmarks=null"]
 # A smaller tiny model than the default, so each training test takes seconds.
 TINY_MODEL = [
+    *PINNED,
     "model.build.hidden_size=32",
     "model.build.intermediate_size=64",
     "model.build.num_layers=2",

@@ -38,7 +38,7 @@ def decode_row(tok, row):
 
 
 def test_bundled_data_loads_with_prompt_masked(tok):
-    cfg = compose(["output_dir=unused"])
+    cfg = compose(["output_dir=unused", "dataset=tiny"])
     data = load_preference_data(cfg.dataset, tok, seed=0)
     assert data.stats["train"] == {
         "source": data.stats["train"]["source"],

@@ -207,7 +207,8 @@ def test_evaluation_after_training_is_recorded_and_cached(tiny_cfg, tmp_path):
     out = tmp_path / "0_method=mio,seed=1"
     overrides = (
         "evaluate.benchmarks=mio8_mini",
-        "evaluate.overrides=['unsafe_code=true','backend.cpu_threads=1','backend.batch_size=8','bootstrap_iters=0']",
+        "evaluate.overrides=['unsafe_code=true','backend.cpu_threads=1','backend.batch_size=8','bootstrap_iters=0',"
+        "'~benchmarks.suite.miniature']",
     )
     result = run(tiny_cfg(*overrides, out=out))
     scores = result["evaluation"]["scores"]
