@@ -33,6 +33,15 @@ def test_per_model_trainer_files_apply_to_a_model_of_that_name():
     assert compose(["output_dir=x", "model=mistral7b"]).trainer.learning_rate == 5e-7
 
 
+def test_hub_models_share_one_base():
+    for name, hub in (
+        ("mistral7b", "HuggingFaceH4/mistral-7b-sft-beta"),
+        ("qwen2_5_1_5b", "Qwen/Qwen2.5-1.5B-Instruct"),
+    ):
+        m = compose(["output_dir=x", f"model={name}"]).model
+        assert m.name_or_path == hub and m.gradient_checkpointing and m.build is None and m.lora.r == 16
+
+
 def test_experiment_overrides_groups_and_values():
     cfg = compose(["output_dir=x", "experiment=zephyr_dpo"])
     assert cfg.model.name_or_path == "alignment-handbook/zephyr-7b-sft-full"
@@ -60,7 +69,7 @@ def test_hydra_launcher_files_compose(name):
 
 def test_every_yaml_under_conf_is_covered_by_a_compose_test():
     """Training groups here; conf/toy/ and the evaluation configs by the toy and eval test modules."""
-    owned_elsewhere = {"toy", "benchmarks"}
+    owned_elsewhere = {"toy", "benchmarks", "model_base"}  # model_base: composed inside every hub model file
     for f in CONF_DIR.rglob("*.yaml"):
         rel = f.relative_to(CONF_DIR)
         top = rel.parts[0]
