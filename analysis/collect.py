@@ -7,7 +7,8 @@ lists the layout). Every frame carries ``run_dir``, so each number in a table or
     from analysis.collect import collect
     sweep = collect("outputs/table1/tiny/runs")
     sweep.runs      # one row per run: model, method, hyperparameters, status, held-out metrics
-    sweep.scores    # one row per (run, preset, benchmark): the score from <run>/eval/<preset>/summary.json
+    sweep.scores    # one row per (run, preset, benchmark): the score from <run>/eval/<preset>/summary.json, the
+                    # items scored (n) and any per-part scores (sub/<part>: the miniature's families)
     sweep.curves    # one row per metrics.jsonl row: run_dir, split, step and every logged metric
 """
 
@@ -33,6 +34,7 @@ HELD_OUT_KEYS = (
     "logps/rejected",
     "mi/dv",
     "mi/js",
+    "displacement/chosen_per_token",
 )
 
 
@@ -123,6 +125,7 @@ def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
     for summary_file in sorted(run_dir.glob("eval/*/summary.json")):
         summary = _read_json(summary_file) or {}
         for bench, score in (summary.get("scores") or {}).items():
+            record = _read_json(summary_file.parent / f"{bench}.json") or {}
             scores.append(
                 {
                     "run_dir": str(run_dir),
@@ -131,6 +134,8 @@ def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
                     "score": math.nan if score is None else float(score),
                     "average": math.nan if summary.get("average") is None else float(summary["average"]),
                     "summary": str(summary_file),
+                    "n": _items(record),
+                    **{f"sub/{k}": v for k, v in _sub_scores(record).items()},
                 }
             )
     curves = []
@@ -142,6 +147,25 @@ def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
     return run, scores, curves
 
 
+def _items(record: dict) -> float:
+    """How many items the benchmark scored (lm-eval's n-samples, summed over a group's members)."""
+    n = [v.get("effective") for v in (record.get("n_samples") or {}).values() if isinstance(v, dict)]
+    return float(sum(n)) if n and all(isinstance(x, int) for x in n) else math.nan
+
+
+def _sub_scores(record: dict) -> dict[str, float]:
+    """Per-part scores a task reports beside its primary one (the miniature's ``exact_match_<family>``)."""
+    primary = record.get("primary") or {}
+    metrics = (record.get("metrics") or {}).get(primary.get("task"), {})
+    head = f"{primary.get('metric')}_"
+    tail = f",{primary.get('filter')}"
+    return {
+        k[len(head) : -len(tail)]: float(v)
+        for k, v in metrics.items()
+        if k.startswith(head) and k.endswith(tail) and "_stderr" not in k and isinstance(v, (int, float))
+    }
+
+
 def collect(root: str | Path) -> Sweep:
     """Every run under ``root`` as three frames (empty frames with the key columns when nothing is there)."""
     runs, scores, curves = [], [], []
@@ -151,8 +175,8 @@ def collect(root: str | Path) -> Sweep:
         scores.extend(s)
         curves.extend(c)
     runs_df = pd.DataFrame(runs, columns=None if runs else ["run_dir", "run", "model", "method", "status"])
-    scores_df = pd.DataFrame(
-        scores, columns=["run_dir", "preset", "benchmark", "score", "average", "summary"]
-    )
+    score_cols = ["run_dir", "preset", "benchmark", "score", "average", "summary", "n"]
+    extra = sorted({k for row in scores for k in row if k.startswith("sub/")})
+    scores_df = pd.DataFrame(scores, columns=score_cols + extra)
     curves_df = pd.DataFrame(curves) if curves else pd.DataFrame(columns=["run_dir", "step", "split"])
     return Sweep(Path(root), runs_df, scores_df, curves_df)

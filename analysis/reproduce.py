@@ -6,10 +6,11 @@
     python -m analysis.reproduce --scale tiny method=mio,dpo trainer.max_steps=20   # any Hydra override
 
 The sweep is ``python align/run.py -m experiment=table1_<scale> hydra.sweep.dir=<out>/runs <overrides>``: the grid
-(methods x base models) and every setting live in conf/experiment/table1_<scale>.yaml. Run folders are named by
-their overrides, so a rerun finds the same folders: completed training is skipped (``skip_if_complete``) and
-evaluations are served from eval/'s cache. A failed job does not stop the others; the report is built from what
-exists and the exit code is the sweep's.
+(methods x base models x seeds) and every setting live in conf/experiment/table1_<scale>.yaml. Then each base
+model is scored as it is, without preference training (``<runs>/start__<model>/``, Table 1's first row per model).
+Run folders are named by their overrides, so a rerun finds the same folders: completed training is skipped
+(``skip_if_complete``) and evaluations are served from eval/'s cache. A failed job does not stop the others; the
+report is built from what exists and the exit code is the sweep's.
 """
 
 from __future__ import annotations
@@ -57,14 +58,75 @@ def sweep_env(scale: str) -> dict[str, str]:
     return env
 
 
+START_PREFIX = "start__"  # <runs>/start__<model>/: the base model itself, scored like a run, not trained
+
+
+def evaluate_start_models(runs_dir: Path) -> list[Path]:
+    """Score each base model of the sweep without preference training, on the benchmarks its runs used.
+
+    Each becomes a folder ``<runs>/start__<model>/`` in a run's layout (config.yaml, results.json with method
+    ``start``, .hydra/hydra.yaml naming the model, eval/<preset>/), so Table 1 shows it as the first row of its
+    block. eval/'s cache makes a rerun free. Returns the folders written.
+    """
+    import yaml
+    from omegaconf import OmegaConf
+
+    from align.config import register_configs
+    from align.models import prepare_model_source
+    from analysis.collect import find_run_dirs, model_label
+    from eval.harness import evaluate_checkpoint
+
+    register_configs()
+    done: dict[str, Path] = {}
+    for run in find_run_dirs(runs_dir):
+        if run.name.startswith(START_PREFIX):
+            continue
+        config = OmegaConf.load(run / "config.yaml")
+        label = model_label(run, OmegaConf.to_container(config))
+        if label in done or not config.evaluate.benchmarks:
+            continue
+        folder = runs_dir / f"{START_PREFIX}{label}"
+        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+        source = prepare_model_source(config.model)
+        summary = evaluate_checkpoint(
+            source, config.evaluate.benchmarks, str(folder / "eval"), tuple(config.evaluate.overrides)
+        )
+        record = {
+            "model": OmegaConf.to_container(config.model),
+            "method": {"name": "start"},
+            "dataset": OmegaConf.to_container(config.dataset),
+            "evaluate": OmegaConf.to_container(config.evaluate),
+        }
+        files = {
+            folder / "config.yaml": yaml.safe_dump(record),
+            folder / ".hydra" / "hydra.yaml": yaml.safe_dump({"hydra": {"runtime": {"choices": {"model": label}}}}),
+            folder / "results.json": json.dumps(
+                {"status": "completed", "method": "start", "model": source, "final_model": source,
+                 "evaluation": {"preset": config.evaluate.benchmarks, "scores": summary.get("scores"),
+                                "average": summary.get("average")}},
+                indent=1,
+            ) + "\n",
+        }  # fmt: skip
+        for path, text in files.items():
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+        done[label] = folder
+    return list(done.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=SCALES, default="tiny", help="tiny (CPU) or paper (GPUs)")
     parser.add_argument("--out", type=Path, help="tables, figures, report (default: outputs/table1/<scale>)")
     parser.add_argument("--runs", type=Path, help="the sweep's folder (default: <out>/runs)")
     parser.add_argument("--dry-run", action="store_true", help="print the sweep command and stop")
+    parser.add_argument("--start-models", type=Path, help=argparse.SUPPRESS)  # the step after the sweep
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to the sweep")
     args = parser.parse_args(argv)
+    if args.start_models:
+        for folder in evaluate_start_models(args.start_models):
+            print(f"start model scored: {folder}")
+        return 0
     out = (args.out or default_out_dir(args.scale)).resolve()
     runs = (args.runs or out / "runs").resolve()
     cmd = sweep_command(args.scale, runs, args.overrides)
@@ -75,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.time()
     returncode = subprocess.run(cmd, cwd=REPO, env=sweep_env(args.scale)).returncode
+    if runs.exists():
+        starts = subprocess.run(
+            [sys.executable, "-m", "analysis.reproduce", "--start-models", str(runs)],
+            cwd=REPO,
+            env=sweep_env(args.scale),
+        ).returncode
+        returncode = returncode or starts
     sweep_seconds = time.time() - start
     out.mkdir(parents=True, exist_ok=True)
     record = {

@@ -162,28 +162,67 @@ def test_average_is_the_mean_of_the_row_and_none_until_complete(sweep_dir):
     assert math.isnan(simpo["humaneval"]) and math.isnan(simpo["average"])
 
 
-def test_best_per_column_is_the_block_maximum_with_ties_and_no_bold_without_spread(sweep_dir):
+def test_one_seed_bolds_a_unique_block_maximum_only(sweep_dir):
+    """One seed per setting and no item count: the spread is 0, so the bold is a block's unique maximum (ties and
+    an all-equal column have none)."""
     sweep = collect(sweep_dir)
     df, benches = tables.table1_frame(sweep)
-    best = tables.best_mask(df, [*benches, "average"])
-    a = df["model"] == "a"
+    summary = tables.seed_summary(df, [*benches, "average"])
+    best = tables.best_mask(summary, [*benches, "average"])
+    a = summary["model"] == "a"
     for col in [*benches, "average"]:
-        block = df.loc[a, col]
-        expected = (block == block.max()) & (block.nunique() > 1)
+        block = summary.loc[a, col]
+        expected = (block == block.max()) & ((block == block.max()).sum() == 1)
         assert best.loc[a, col].tolist() == expected.tolist(), col
-    label = dict(zip(df.index, df["method"] + "@" + df["model"], strict=True))
+    label = dict(zip(summary.index, summary["method"] + "@" + summary["model"], strict=True))
 
     def bold(col):
         return sorted(label[i] for i in best.index[best[col]])
 
     assert bold("bbh") == ["dpo@a"]  # block b ties (0.1, 0.1): no bold there
     assert bold("humaneval") == []  # block a all 0; block b has one score only
-    assert bold("math") == ["dpo@a", "nca_pair@a"]  # a tie at the maximum: both bold
+    assert bold("math") == []  # a tie at the maximum: not bold
     assert bold("gsm_plus") == ["mio@a"]
-    assert bold("asdiv") == ["mio@a", "nca_pair@a", "simpo@b"]
+    assert bold("asdiv") == ["simpo@b"]  # block a: MIO and NCA-Pair tie at 0.50
     assert bold("average") == ["mio@a"]  # 0.275 vs 0.25625 vs 0.225; block b: one complete row
     md = tables.to_markdown(df, benches)
-    assert "**60.0**" in md and "**50.0**" in md and "**0.0**" not in md
+    assert "**60.0**" in md and "**50.0**" in md and "**0.0**" not in md  # GSM-Plus MIO, BBH DPO
+
+
+def test_seeds_fold_into_mean_and_spread_and_bold_needs_more_than_the_spread(tmp_path):
+    """Three seeds each of DPO, MIO and NCA-Pair on one model (bbh):
+    DPO 0.40, 0.50, 0.60 (mean 0.5, sd 0.1); MIO 0.55, 0.60, 0.65 (mean 0.6, sd 0.05): 0.1 apart, not more than
+    DPO's sd 0.1, so no bold. gsm_plus: MIO 0.80, 0.81, 0.82 (sd 0.01) against at most 0.5 (sd 0.1): bold."""
+    root = tmp_path / "runs"
+    bbh = {"dpo": (0.40, 0.50, 0.60), "mio": (0.55, 0.60, 0.65), "nca_pair": (0.30, 0.30, 0.30)}
+    gsm = {"dpo": (0.40, 0.50, 0.60), "mio": (0.80, 0.81, 0.82), "nca_pair": (0.1, 0.1, 0.1)}
+    for method in bbh:
+        for seed in range(3):
+            d = make_run(
+                root / f"s{seed}",
+                "a",
+                method,
+                scores_of(bbh[method][seed], 0, 0, gsm[method][seed], 0, 0, 0, 0),
+            )
+            cfg = yaml.safe_load((d / "config.yaml").read_text())
+            (d / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed}))
+    sweep = collect(root)
+    df, benches = tables.table1_frame(sweep)
+    summary = tables.seed_summary(df, [*benches, "average"])
+    assert len(summary) == 3 and set(summary["seeds"]) == {3}
+    mio = summary[summary["method"] == "mio"].iloc[0]
+    assert mio["bbh"] == pytest.approx(0.6) and mio["bbh/spread"] == pytest.approx(0.05)
+    best = tables.best_mask(summary, ["bbh", "gsm_plus"])
+    assert not best["bbh"].any()
+    assert best["gsm_plus"].tolist() == (summary["method"] == "mio").tolist()
+    md = tables.to_markdown(summary, benches, {"bbh": 27})
+    assert "60.0 ± 5.0" in md and "**81.0 ± 1.0**" in md and "BBH (n=27)" in md and "| seeds |" in md
+
+
+def test_one_seed_spread_is_the_binomial_standard_error():
+    df = pd.DataFrame({"model": ["a"], "group": ["MIO"], "method": ["mio"], "x": [0.36]})
+    summary = tables.seed_summary(df, ["x"], {"x": 100})
+    assert summary["x/spread"].iloc[0] == pytest.approx(math.sqrt(0.36 * 0.64 / 100))
 
 
 def test_a_run_without_evaluation_is_missing_not_zero(sweep_dir, tmp_path):
@@ -256,7 +295,7 @@ def test_report_embeds_the_table_figures_runs_and_toy_figures(sweep_dir, tmp_pat
     report = build(sweep_dir, out, "tiny", toy_dir=toy)
     text = report.read_text()
     assert (out / "table1.md").read_text() in text
-    assert "say nothing about the paper's claims" in text
+    assert "laptop-scale test of the paper's claims" in text and "## The paper's claims at this scale" in text
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert links and all((out / link).exists() for link in links), [
         link for link in links if not (out / link).exists()

@@ -57,19 +57,25 @@ def test_reproduce_table1_end_to_end_then_a_rerun_computes_nothing(tiny_model_di
         "--out",
         str(out),
         "method=mio,nca_pair",
+        "seed=0",
         "model=tiny",
+        "dataset=tiny",
         f"model.name_or_path={tiny_model_dir}",
         *TINY_MODEL,
         *QUICK_RUN,
+        "evaluate.benchmarks=mio8_mini",  # the eight mini copies (the miniature's 500 items: tests/test_miniature*)
+        "evaluate.overrides=['unsafe_code=true','backend.cpu_threads=1','backend.batch_size=8','bootstrap_iters=0',"
+        "'~benchmarks.suite.miniature']",
     ]
     first = reproduce_cli(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     runs = out / "runs"
     run_dirs = sorted(d for d in runs.iterdir() if d.is_dir() and not d.name.startswith("."))
-    assert len(run_dirs) == 2 and all("=" not in d.name and "," not in d.name for d in run_dirs)
+    assert len(run_dirs) == 3 and all("=" not in d.name and "," not in d.name for d in run_dirs)
+    assert run_dirs[-1].name == "start__tiny"  # the base model scored without preference training
 
     table = pd.read_csv(out / "table1.csv")
-    assert sorted(table["method"]) == ["mio", "nca_pair"] and list(table.columns[3:11]) == BENCHES
+    assert sorted(table["method"]) == ["mio", "nca_pair", "start"] and list(table.columns[3:11]) == BENCHES
     for _, row in table.iterrows():
         summary = json.loads((Path(row["run_dir"]) / "eval" / "mio8_mini" / "summary.json").read_text())
         assert [row[b] for b in BENCHES] == pytest.approx([summary["scores"][b] for b in BENCHES])
@@ -102,11 +108,14 @@ def test_reproduce_table1_end_to_end_then_a_rerun_computes_nothing(tiny_model_di
     assert (out / "report.md").read_text().count("| 0 | `python ") == 2  # both invocations listed
 
 
-def test_tiny_grid_is_every_registered_method_on_two_models():
+def test_tiny_grid_is_every_registered_method_from_the_miniature_sft_model_over_three_seeds():
     cfg = yaml.safe_load((CONF_DIR / "experiment" / "table1_tiny.yaml").read_text())
     grid = cfg["hydra"]["sweeper"]["params"]
     assert sorted(grid["method"].split(",")) == sorted(LOSSES)
-    assert grid["model"].split(",") == ["tiny", "tiny_sft"]
+    assert grid["seed"].split(",") == ["0", "1", "2"] and "model" not in grid
+    assert {"override /model": "mini_sft"} in cfg["defaults"] and {"override /dataset": "mini_pairs"} in cfg[
+        "defaults"
+    ]
     assert cfg["evaluate"]["benchmarks"] == "mio8_mini"
 
 
