@@ -252,10 +252,74 @@ def fig_mi_estimates(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
     )  # fmt: skip
 
 
+DISPLACEMENT_METRICS = ("displacement/chosen", "displacement/rejected", "displacement/chosen_per_token")
+TITLES.update(
+    {
+        "displacement/chosen": "log-prob of the chosen minus the reference's (sum)",
+        "displacement/rejected": "log-prob of the rejected minus the reference's (sum)",
+        "displacement/chosen_per_token": "chosen minus reference, per token",
+    }
+)
+
+
+def fig3_over_seeds(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
+    """Fig 3 over seeds: each method's log-probs of the chosen and rejected against the reference (the likelihood
+    displacement, logged for every method) on train batches, the mean over seeds with a band of +- one standard
+    deviation. One figure per base model that has runs at several seeds."""
+    from matplotlib.figure import Figure
+
+    data = curve_frame(sweep, DISPLACEMENT_METRICS, split="train")
+    if data.empty:
+        return []
+    seeds = sweep.runs.set_index("run_dir")["seed"] if "seed" in sweep.runs else None
+    data["seed"] = data["run_dir"].map(seeds) if seeds is not None else 0
+    written = []
+    for model, block in data.groupby("model", sort=True):
+        if block.groupby("method")["seed"].nunique().max() < 2:
+            continue
+        stats = (
+            block.groupby(["method", "metric", "step"])["value"].agg(["mean", "std", "count"]).reset_index()
+        )
+        fig = Figure(figsize=(4.2 * len(DISPLACEMENT_METRICS), 4.0), layout="constrained")
+        axes = fig.subplots(1, len(DISPLACEMENT_METRICS), squeeze=False).ravel()
+        for ax, metric in zip(axes, DISPLACEMENT_METRICS, strict=True):
+            panel = stats[stats["metric"] == metric]
+            for method, line in sorted(
+                panel.groupby("method"),
+                key=lambda kv: METHOD_ORDER.index(kv[0]) if kv[0] in METHOD_ORDER else 99,
+            ):
+                style = _style(method)
+                ax.plot(line["step"], line["mean"], label=method, **style)
+                band = line["std"].fillna(0.0)
+                ax.fill_between(
+                    line["step"], line["mean"] - band, line["mean"] + band, color=style["color"], alpha=0.12
+                )
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+            ax.set_title(TITLES[metric], fontsize=10)
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=8)
+        n = int(block.groupby("method")["seed"].nunique().max())
+        fig.suptitle(
+            f"Chosen and rejected log-probs against the reference, base model {model}, mean of {n} seeds",
+            fontsize=11,
+        )
+        files = _save(fig, block, Path(out_dir), f"fig3_displacement_{_slug(model)}")
+        caption = (
+            f"Fig 3 over seeds, base model {model}: each method's summed log-prob of the chosen and of the rejected "
+            f"answers minus the reference's, and the chosen per token, on train batches; mean over {n} seeds, band "
+            "+- one standard deviation. Below 0: the likelihood has fallen below where training started."
+        )
+        written.append(FigureFiles("fig3", model, *files, caption))
+    return written
+
+
 def write_figures(sweep: Sweep, out_dir: str | Path) -> list[FigureFiles]:
     """Every training figure for ``sweep`` into ``out_dir``."""
     return [
         *fig3_training_curves(sweep, out_dir),
+        *fig3_over_seeds(sweep, out_dir),
         *fig5_mio_vs_nca(sweep, out_dir),
         *fig_mi_estimates(sweep, out_dir),
     ]

@@ -79,3 +79,18 @@ def test_the_best_beta_is_named_with_its_spread(tmp_path):
     assert d.numbers["mio"]["best_beta"] == 0.1 and d.numbers["mio"]["clear"]
     assert d.numbers["dpo"]["best_beta"] == 1.0 and not d.numbers["dpo"]["clear"]
     assert d.verdict == "mixed" and "within the spread of beta=0.1" in d.detail
+
+
+def test_fig3_over_seeds_plots_the_mean_displacement(tmp_path):
+    import pandas as pd
+
+    from analysis import figures
+
+    for seed in range(3):
+        _run(tmp_path / "runs", "dpo", seed, score=0.3, displacement=-0.3 * (seed + 1))
+        _run(tmp_path / "runs", "mio", seed, score=0.4, displacement=0.1)
+    (written,) = figures.fig3_over_seeds(collect(tmp_path / "runs"), tmp_path / "fig")
+    assert written.png.stat().st_size > 1000 and written.kind == "fig3"
+    data = pd.read_csv(written.csv)
+    last = data[(data["metric"] == "displacement/chosen_per_token") & (data["step"] == 15)]
+    assert last.groupby("method")["value"].mean().to_dict() == pytest.approx({"dpo": -0.6, "mio": 0.1})
