@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from align.losses import LOSSES, hyperparameters
 from analysis.collect import Sweep
 from analysis.tables import AVERAGE, choose_preset, labelled_runs, table1_frame
 
@@ -64,11 +65,18 @@ def final_values(sweep: Sweep, metric: str, split: str = "eval") -> pd.DataFrame
 
 
 def _default_beta(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows at each method's most common beta (the Table 1 setting when a beta sweep shares the folder)."""
+    """Rows at each method's default beta (conf/method/, Table 1's setting) where a beta sweep shares the folder;
+    a method run at one beta only keeps its rows."""
     if df.empty:
         return df
-    common = df.groupby("method")["beta"].agg(lambda b: b.mode().iloc[0] if len(b.mode()) else None)
-    return df[df["beta"] == df["method"].map(common)]
+
+    def keep(block: pd.DataFrame) -> pd.DataFrame:
+        name = block["method"].iloc[0]
+        if block["beta"].nunique() < 2 or name not in LOSSES:
+            return block
+        return block[block["beta"] == hyperparameters(name).get("beta")]
+
+    return pd.concat([keep(b) for _, b in df.groupby("method", sort=False)], ignore_index=True)
 
 
 def claim_a(sweep: Sweep) -> Claim:

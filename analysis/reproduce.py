@@ -2,6 +2,7 @@
 
     make reproduce-table1                     # SCALE=tiny: CPU, minutes
     make reproduce-table1 SCALE=paper         # GPUs and the hub; jobs one after another on this node
+    make reproduce-table1 ARGS="--grid beta"  # claim (d): MIO and DPO at more betas, into the same folder
     make reproduce-table1 SCALE=paper ARGS="hydra/launcher=slurm hydra.launcher.partition=gpu"
     python -m analysis.reproduce --scale tiny method=mio,dpo trainer.max_steps=20   # any Hydra override
 
@@ -38,13 +39,16 @@ TINY_ENV = {
 }
 
 
-def sweep_command(scale: str, runs_dir: Path, overrides: list[str]) -> list[str]:
-    """The Hydra multirun command line of the Table 1 sweep."""
+GRIDS = ("table1", "beta")  # conf/experiment/<grid>_<scale>.yaml: Table 1, and claim (d)'s beta sweep
+
+
+def sweep_command(scale: str, runs_dir: Path, overrides: list[str], grid: str = "table1") -> list[str]:
+    """The Hydra multirun command line of the Table 1 sweep (or of another grid into the same folder)."""
     return [
         sys.executable,
         str(REPO / "align" / "run.py"),
         "-m",
-        f"experiment=table1_{scale}",
+        f"experiment={grid}_{scale}",
         f"hydra.sweep.dir={runs_dir}",
         *overrides,
     ]
@@ -120,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="tables, figures, report (default: outputs/table1/<scale>)")
     parser.add_argument("--runs", type=Path, help="the sweep's folder (default: <out>/runs)")
     parser.add_argument("--dry-run", action="store_true", help="print the sweep command and stop")
+    parser.add_argument(
+        "--grid", choices=GRIDS, default="table1", help="table1, or beta: claim (d)'s beta sweep (SCALE=tiny)"
+    )
     parser.add_argument("--start-models", type=Path, help=argparse.SUPPRESS)  # the step after the sweep
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to the sweep")
     args = parser.parse_args(argv)
@@ -129,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = (args.out or default_out_dir(args.scale)).resolve()
     runs = (args.runs or out / "runs").resolve()
-    cmd = sweep_command(args.scale, runs, args.overrides)
+    if not (REPO / "conf" / "experiment" / f"{args.grid}_{args.scale}.yaml").exists():
+        parser.error(
+            f"no grid {args.grid} at scale {args.scale} (conf/experiment/{args.grid}_{args.scale}.yaml)"
+        )
+    cmd = sweep_command(args.scale, runs, args.overrides, args.grid)
     shown = shlex.join([Path(cmd[0]).name, *cmd[1:]])
     print(f"$ {shown}", flush=True)
     if args.dry_run:
