@@ -369,6 +369,7 @@ def resolve_checkpoint(cfg: DictConfig) -> DictConfig:
     from align.models import prepare_model_source
 
     cfg = copy.deepcopy(cfg)
+    cfg.output_dir = cfg.output_dir  # resolved now: it names the model config, as the run's log folder does
     cfg.checkpoint = prepare_model_source(cfg.model)
     if cfg.revision is None and cfg.model.revision is not None and not Path(cfg.checkpoint).exists():
         cfg.revision = cfg.model.revision

@@ -52,7 +52,9 @@ def test_any_model_config_is_evaluated_through_prepare_model_source(monkeypatch,
     )
     cfg = compose(["model=smollm2_135m"])
     assert cfg.output_dir.endswith("HuggingFaceTB__SmolLM2-135M-Instruct")
-    assert harness.resolve_checkpoint(cfg).checkpoint == str(tmp_path) and seen == ["gguf"]
+    resolved = harness.resolve_checkpoint(cfg)
+    assert resolved.checkpoint == str(tmp_path) and seen == ["gguf"]
+    assert resolved.output_dir == cfg.output_dir  # beside the run's logs, not in the folder's slug
     assert cfg.checkpoint is None  # the caller's config is left as it was
     given = compose([f"checkpoint={tmp_path}"])
     assert harness.resolve_checkpoint(given) is given and seen == ["gguf"]
