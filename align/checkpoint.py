@@ -149,7 +149,8 @@ def save_checkpoint(
     final = ckpt_root / f"step-{step:06d}"
     tmp = ckpt_root / f".tmp-step-{step:06d}"
     if dist.is_main():
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in ckpt_root.glob(".tmp-step-*"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     engine.save_pretrained(tmp, tokenizer)

@@ -144,3 +144,21 @@ def fingerprint(checkpoint: str, revision: str | None, cache_file: str | os.Path
         "commit": commit,
         "content_hash": f"hub:{checkpoint}@{commit or revision or 'main'}",
     }
+
+
+def damaged_weight_files(checkpoint: str | os.PathLike) -> list[str]:
+    """What is wrong with each damaged ``*.safetensors`` file of a local model folder (truncated, bad header), named
+    by path: what a load error from deep inside safetensors does not say. Empty for a hub name or sound files."""
+    folder = Path(checkpoint).expanduser()
+    if not folder.is_dir():
+        return []
+    from safetensors import safe_open
+
+    problems = []
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for every kind of damage
+            problems.append(f"{path}: damaged or truncated safetensors file ({e})")
+    return problems

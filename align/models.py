@@ -105,8 +105,14 @@ def load_causal_lm(model_cfg, dtype: torch.dtype, trainable: bool = True):
             attn_implementation=model_cfg.attn_implementation,
             trust_remote_code=model_cfg.trust_remote_code,
         )
-    except OSError as e:
-        raise OSError(f"could not load model.name_or_path={model_cfg.name_or_path!r}: {e}") from e
+    except Exception as e:
+        from align.fingerprint import damaged_weight_files
+
+        damaged = damaged_weight_files(source)
+        if damaged or isinstance(e, OSError):
+            reason = "; ".join(damaged) or str(e)
+            raise OSError(f"could not load model.name_or_path={model_cfg.name_or_path!r}: {reason}") from e
+        raise
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

@@ -217,6 +217,31 @@ def read_json_rows(files: list[Path], columns: tuple[str, ...]) -> tuple[list[di
     return rows, problems
 
 
+def _plain_utf8(path: Path, chunk: int = 1 << 24) -> bool:
+    """Whether ``path`` is non-empty UTF-8 text without a byte-order mark or NUL bytes: what ``datasets``' JSON reader
+    reads faithfully (it passes invalid UTF-8 through, to fail later with no file named). Reads in chunks."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    seen_text = False
+    with open(path, "rb") as f:
+        block = f.read(4)
+        if any(block.startswith(bom) for bom, _ in BOMS):
+            return False
+        while block:
+            if b"\0" in block:
+                return False
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError:
+                return False
+            seen_text = seen_text or bool(block.strip())
+            block = f.read(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return seen_text
+
+
 def _has_json_feature(feature) -> bool:
     """Whether ``datasets`` fell back to its ``Json`` type anywhere in a feature (it does for mixed types)."""
     import datasets
@@ -236,18 +261,19 @@ def _load_files(files: list[Path], cfg) -> Any:
 
     builder = FILE_BUILDERS[files[0].suffix]
     columns = tuple(dict.fromkeys((cfg.prompt_field, cfg.chosen_field, cfg.rejected_field, "trajectory")))
-    try:
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
-    except Exception as e:  # noqa: BLE001 - our own reader below says what is wrong, naming file and line
-        if builder != "json":
-            raise MalformedDataError(
-                f"{', '.join(map(str, files))}: not a readable {builder} file ({e})"
-            ) from e
-        failure = e
-    else:
-        if not any(_has_json_feature(f) for c, f in ds.features.items() if c in columns):
-            return ds
-        failure = None
+    failure = None
+    if builder != "json" or all(_plain_utf8(f) for f in files):
+        try:
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+        except Exception as e:  # noqa: BLE001 - our own reader below says what is wrong, naming file and line
+            if builder != "json":
+                raise MalformedDataError(
+                    f"{', '.join(map(str, files))}: not a readable {builder} file ({e})"
+                ) from e
+            failure = e
+        else:
+            if not any(_has_json_feature(f) for c, f in ds.features.items() if c in columns):
+                return ds
     rows, problems = read_json_rows(files, columns)
     if problems and cfg.on_malformed != "skip":
         more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""

@@ -32,7 +32,7 @@ log = logging.getLogger("align")
 
 # Keys that change how a run is carried out, not what it computes: they may differ when a run is resumed.
 RUNTIME_KEYS = ("output_dir", "resume", "skip_if_complete", "distributed", "evaluate")
-RUNTIME_TRAINER_KEYS = ("progress_bar", "cpu_threads", "tensorboard")
+RUNTIME_TRAINER_KEYS = ("progress_bar", "cpu_threads", "tensorboard", "save_steps", "save_total_limit")
 # What a run writes into its folder besides config.yaml and env.json (removed when a finished run is redone).
 RUN_OUTPUTS = ("checkpoints", "final", "tb", "metrics.jsonl", "results.json")
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"  # =1: errors print their full traceback (Hydra's own switch)

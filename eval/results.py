@@ -40,7 +40,18 @@ def dumps(obj: Any) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` atomically; a result record (``SCHEMA``) is sealed with ``record_sha256`` on the way."""
+    if isinstance(obj, dict) and obj.get("schema") == SCHEMA:
+        plain = json.loads(dumps(obj))
+        obj = plain | {"record_sha256": record_hash(plain)}
     write_text_atomic(path, dumps(obj))
+
+
+def record_hash(record: dict) -> str:
+    """sha256 of a result record's content (everything but the seal): a record edited after it was written, its
+    score included, no longer matches, so it is recomputed instead of reported as up to date."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: list) -> None:
@@ -61,7 +72,13 @@ def settings_hash(settings: dict) -> str:
 
 
 def is_complete(record: dict | None, key: str) -> bool:
-    return bool(record) and record.get("schema") == SCHEMA and record.get("settings_hash") == key
+    """A result for these settings (``key``) whose content is as written (its seal matches)."""
+    return (
+        bool(record)
+        and record.get("schema") == SCHEMA
+        and record.get("settings_hash") == key
+        and record.get("record_sha256") == record_hash(record)
+    )
 
 
 def sample_task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:

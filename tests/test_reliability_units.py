@@ -1,0 +1,452 @@
+"""Reliability (issue 11), the fast unit tests: the reference cache's key, verification and lookup, checkpoint state
+(RNG, loop window, weights_only loading), metrics lines, our own JSON reading, eval result seals, and the one-line
+bugs of the issue's item 8 (length_normalize ignored, the SFT/NLL term dropped, the RNG not restored, the cache key
+without the model). These are the tests ``make mutation`` runs against each mutant (seconds, no training)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from align.config import compose
+from align.losses import LOSSES, get_method
+from align.preference_data import MalformedDataError, Split
+from align.reference import ReferenceTable, cache_key
+from align.steps import preference_loss
+
+
+def split_of(rows: list[int], fingerprint: str = "tokens") -> Split:
+    import datasets
+
+    return Split(datasets.Dataset.from_dict({"row": rows}), "test", fingerprint)
+
+
+def test_cache_key_changes_with_everything_that_determines_the_table():
+    """Model weights, token content, the row ids a table is looked up by, precision: each changes the key."""
+    base = cache_key("sha256:a", split_of([0, 1, 2]), "fp32")
+    assert cache_key("sha256:a", split_of([0, 1, 2]), "fp32") == base
+    assert cache_key("sha256:b", split_of([0, 1, 2]), "fp32") != base  # another base model
+    assert cache_key("sha256:a", split_of([0, 1, 2], "other tokens"), "fp32") != base
+    assert cache_key("sha256:a", split_of([0, 1, 3]), "fp32") != base  # same tokens under other row ids
+    assert cache_key("sha256:a", split_of([0, 1, 2]), "bf16") != base
+
+
+def test_lookup_outside_the_table_names_the_rows():
+    table = ReferenceTable(torch.zeros(3, 2), torch.ones(3, 2))
+    table.sums[1] = float("nan")
+    with pytest.raises(KeyError, match=r"rows \[5\]"):
+        table.lookup(torch.tensor([0, 5]))
+    with pytest.raises(KeyError, match=r"rows \[1\]"):
+        table.lookup(torch.tensor([0, 1]))
+
+
+class _NoEngine:
+    """The engine surface save/load_checkpoint use, doing nothing (the RNG and loop state are what is tested)."""
+
+    def save_pretrained(self, out_dir, tokenizer):
+        pass
+
+    def save_state(self, ckpt_dir):
+        pass
+
+    def load_state(self, ckpt_dir):
+        pass
+
+
+def test_checkpoint_restores_every_rng_and_the_loop_state(tmp_path):
+    from align.checkpoint import load_checkpoint, save_checkpoint
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    window = {"keys": ["loss"], "total": torch.tensor([1.5, 2.0], dtype=torch.float64), "tokens": 7}
+    ckpt = save_checkpoint(_NoEngine(), None, tmp_path, 4, {"step": 4}, keep=0, rank_state=window)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    state, loop = load_checkpoint(_NoEngine(), ckpt)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    assert state == {"step": 4} and loop["tokens"] == 7 and torch.equal(loop["total"], window["total"])
+    torch.load(ckpt / "rng-0.pt", weights_only=True)  # plain data and tensors only
+
+
+def test_an_edited_eval_score_is_not_reported_as_up_to_date(tmp_path):
+    from eval.results import SCHEMA, is_complete, read_json, write_json_atomic
+
+    path = tmp_path / "gsm8k.json"
+    write_json_atomic(
+        path, {"schema": SCHEMA, "settings_hash": "k", "score": 0.25, "metrics": {"x": np.float64(1)}}
+    )
+    assert is_complete(read_json(path), "k")
+    record = read_json(path)
+    path.write_text(json.dumps(record | {"score": 0.99}))
+    assert not is_complete(read_json(path), "k")
+
+
+def _logps(b: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(2, 12, (2 * b,), generator=g)
+    sums = -torch.rand(2 * b, generator=g, dtype=torch.float64) * counts
+    ref = (
+        -torch.rand(b, 2, generator=g, dtype=torch.float64) * 10,
+        torch.randint(2, 12, (b, 2), generator=g),
+    )
+    return sums, counts, ref
+
+
+def method_cfg(name: str, **values):
+    """A method's config from its schema (the loss function's defaults), without composing (fast)."""
+    from align.config import method_schema
+
+    return OmegaConf.merge(OmegaConf.structured(method_schema(name)), values)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_length_normalize_switches_to_per_token_means(name):
+    """Each method's loss on per-token means when length_normalize is true, on sums when false."""
+    sums, counts, (ref_sums, ref_counts) = _logps()
+    method = get_method(name)
+    for normalize in (True, False):
+        cfg = method_cfg(name, length_normalize=normalize, sft_weight=0.5)
+        loss, _ = preference_loss(method, cfg, sums, counts, (ref_sums, ref_counts))
+        pol = sums / counts if normalize else sums
+        ref = ref_sums / ref_counts if normalize else ref_sums
+        kw = {k: cfg[k] for k in cfg if k not in ("name", "sft_weight", "length_normalize")}
+        out = method.fn(pol[:4], pol[4:], ref[:, 0], ref[:, 1], **kw)
+        expected = out.losses.mean() + cfg.sft_weight * (-(sums[:4] / counts[:4])).mean()
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-9), (name, normalize)
+
+
+def test_methods_that_normalise_by_length_do_so_by_default():
+    for name in ("ipo", "orpo", "simpo"):
+        assert compose(["output_dir=x", f"method={name}"]).method.length_normalize is True, name
+
+
+def test_orpo_keeps_its_nll_term():
+    """ORPO = its odds-ratio term + the NLL of the chosen (per-token mean), weight 1."""
+    cfg = compose(["output_dir=x", "method=orpo"]).method
+    assert cfg.sft_weight == 1.0
+    sums, counts, _ = _logps()
+    loss, stats = preference_loss(get_method("orpo"), cfg, sums, counts, None)
+    means = sums / counts
+    odds = LOSSES["orpo"].fn(means[:4], means[4:], beta=cfg.beta).losses.mean()
+    assert loss.item() == pytest.approx((odds - means[:4].mean()).item(), rel=1e-9)
+    assert stats["nll/chosen"].item() == pytest.approx(-means[:4].mean().item())
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 2.0])
+def test_sft_weight_adds_the_chosen_nll(weight):
+    sums, counts, ref = _logps()
+    cfg = method_cfg("dpo", sft_weight=weight)
+    base = OmegaConf.merge(cfg, {"sft_weight": 0.0})
+    loss, _ = preference_loss(get_method("dpo"), cfg, sums, counts, ref)
+    plain, _ = preference_loss(get_method("dpo"), base, sums, counts, ref)
+    nll = -(sums[:4] / counts[:4]).mean()
+    assert loss.item() == pytest.approx((plain + weight * nll).item(), rel=1e-9)
+
+
+# ------------------------------------------------------------------------- the reference cache, unit level
+
+
+def token_split(n: int = 6, skip: int | None = None) -> Split:
+    """A tokenized split of ``n`` source rows (``skip`` dropped as if malformed); prompt of 2 tokens."""
+    import datasets
+
+    rows = [r for r in range(n) if r != skip]
+    cols = {
+        "prompt_ids": [[1, 2] for _ in rows],
+        "chosen_ids": [[3] * (2 + r % 3) for r in rows],
+        "rejected_ids": [[4] * (1 + r % 2) for r in rows],
+        "row": rows,
+    }
+    return Split(datasets.Dataset.from_dict(cols), "units", "tokens")
+
+
+def fake_forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic 'log-probs': minus the row id per sequence, counts from the loss mask."""
+    counts = batch["loss_mask"][:, 1:].sum(1)
+    rows = torch.cat([batch["row"], batch["row"]]).double()
+    return -(rows + 1) * counts - torch.arange(2).repeat_interleave(batch["row"].shape[0]), counts
+
+
+def table_of(split: Split) -> ReferenceTable:
+    import functools
+
+    from align.preference_data import collate
+    from align.reference import compute_table
+
+    return compute_table(fake_forward, split, 4, functools.partial(collate, pad_id=0), torch.device("cpu"))
+
+
+def test_compute_table_scores_every_row_under_its_source_row_id():
+    split = token_split(6, skip=2)
+    table = table_of(split)
+    assert table.sums.shape == (6, 2) and torch.isnan(table.sums[2]).all()
+    sums, counts = table.lookup(torch.tensor([0, 5]))
+    assert counts.tolist() == [[2.0, 1.0], [4.0, 2.0]]
+    assert sums.tolist() == [[-2.0, -2.0], [-24.0, -13.0]]
+
+
+def saved(split: Split, key: str = "k") -> dict:
+    from align.reference import split_rows
+
+    table, rows = table_of(split), split_rows(split)
+    from align.reference import CACHE_VERSION
+
+    return {"version": CACHE_VERSION, "key": key, "rows": rows, "sums": table.sums, "counts": table.counts,
+            "digest": table.digest(key, rows)}  # fmt: skip
+
+
+def test_verify_table_accepts_its_own_file_and_names_what_is_wrong_otherwise():
+    from align.reference import verify_table
+
+    split = token_split(6)
+    good = saved(split)
+    table, reason = verify_table(good, "k", split)
+    assert table is not None and reason == ""
+    assert "another key" in verify_table(good, "other", split)[1]
+    assert "cache version" in verify_table(good | {"version": 0}, "k", split)[1]
+    assert "row ids" in verify_table(good, "k", token_split(6, skip=3))[1]
+    edited = good | {"sums": good["sums"] + 50}
+    assert "digest" in verify_table(edited, "k", split)[1]
+    other_counts = saved(token_split(6)) | {"counts": good["counts"] + 1}
+    other_counts["digest"] = ReferenceTable(other_counts["sums"], other_counts["counts"]).digest(
+        "k", good["rows"]
+    )
+    assert "token counts" in verify_table(other_counts, "k", split)[1]
+    nan = good | {"sums": good["sums"].clone()}
+    nan["sums"][1, 0] = float("nan")
+    nan["digest"] = ReferenceTable(nan["sums"], nan["counts"]).digest("k", good["rows"])
+    assert "missing for rows [1]" in verify_table(nan, "k", split)[1]
+    assert verify_table(good, "k", split, spot_check=lambda t: "differs")[1] == "differs"
+
+
+def test_load_or_compute_reuses_a_sound_file_and_recomputes_a_damaged_one(tmp_path):
+    from align.reference import load_or_compute
+
+    split, calls = token_split(6), []
+
+    def compute():
+        calls.append(1)
+        return table_of(split)
+
+    first = load_or_compute(split, "abc", tmp_path, compute, "train")
+    again = load_or_compute(split, "abc", tmp_path, compute, "train")
+    assert len(calls) == 1 and torch.equal(first.counts, again.counts)
+    path = tmp_path / "reference_logps" / "abc.pt"
+    data = torch.load(path, weights_only=True)
+    assert data["key"] == "abc" and torch.equal(data["rows"], torch.arange(6))
+    torch.save(data | {"sums": data["sums"] + 50}, path)
+    fixed = load_or_compute(split, "abc", tmp_path, compute, "train")
+    assert len(calls) == 2 and torch.allclose(fixed.sums[:6], first.sums[:6])
+    path.write_bytes(b"garbage")
+    load_or_compute(split, "abc", tmp_path, compute, "train")
+    assert len(calls) == 3
+    assert load_or_compute(split, "abc", tmp_path, compute, "train", spot_check=lambda t: "no") is not None
+    assert len(calls) == 4
+
+
+def test_spot_check_scores_the_first_batch_again():
+    import functools
+
+    from align.preference_data import collate
+    from align.reference import spot_checker
+
+    split = token_split(6)
+    table = table_of(split)
+    check = spot_checker(
+        fake_forward, split, 4, functools.partial(collate, pad_id=0), torch.device("cpu"), 1e-4
+    )
+    assert check(table) == ""
+    table.sums[0, 0] += 0.5
+    assert "differs" in check(table)
+
+
+# ------------------------------------------------------------------------------ checkpoint files, unit level
+
+
+def test_load_state_file_refuses_pickled_code(tmp_path):
+    from align.checkpoint import CheckpointError, load_state_file
+
+    marker, path = tmp_path / "marker", tmp_path / "x.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"a": _Planted(marker)}, f)
+    with pytest.raises(CheckpointError, match=r"x\.pt: refusing to load it"):
+        load_state_file(path)
+    assert not marker.exists()
+    torch.save({"t": torch.ones(2), "n": 3, "s": "x", "l": [1.5, None]}, path)
+    assert load_state_file(path)["n"] == 3
+    path.write_bytes(path.read_bytes()[:100])  # truncated by a kill
+    with pytest.raises(CheckpointError, match=r"x\.pt: unreadable checkpoint file"):
+        load_state_file(path)
+
+
+class _Planted:
+    """A pickle that runs code when unpickled: it writes a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_last_good_checkpoint_is_the_newest_one_checked_finite(tmp_path):
+    from align.checkpoint import last_good_checkpoint, latest_checkpoint, list_checkpoints
+
+    assert last_good_checkpoint(tmp_path) is None and latest_checkpoint(tmp_path / "none") is None
+    for step, finite in ((1, True), (2, True), (3, None)):
+        (tmp_path / f"step-{step:06d}").mkdir()
+        state = {"step": step} | ({"weights_finite": finite} if finite else {})
+        (tmp_path / f"step-{step:06d}" / "trainer_state.json").write_text(json.dumps(state))
+    (tmp_path / "step-000004").mkdir()  # no trainer_state.json: an incomplete save
+    (tmp_path / ".tmp-step-000005").mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001", "step-000002", "step-000003"]
+    assert latest_checkpoint(tmp_path).name == "step-000003"
+    assert last_good_checkpoint(tmp_path).name == "step-000002"
+
+
+def test_save_checkpoint_keeps_the_newest_and_clears_interrupted_saves(tmp_path):
+    from align.checkpoint import list_checkpoints, save_checkpoint
+
+    (tmp_path / ".tmp-step-000001").mkdir(parents=True)
+    for step in (1, 2, 3):
+        save_checkpoint(_NoEngine(), None, tmp_path, step, {"step": step}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002", "step-000003"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert json.loads((tmp_path / "step-000003" / "trainer_state.json").read_text()) == {"step": 3}
+
+
+# ---------------------------------------------------------------------------------------- metrics lines
+
+
+def test_read_metrics_drops_only_a_partial_last_line(tmp_path):
+    from align.records import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "lo')
+    assert read_metrics(path) == rows
+    path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]))  # complete, no final newline
+    assert read_metrics(path) == rows
+    path.write_text('{"step": "one"}\n' + json.dumps(rows[1]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 1: not a metrics row"):
+        read_metrics(path)
+
+
+# ------------------------------------------------------------------------------ our own JSON reading
+
+
+def write(path: Path, content) -> Path:
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return path
+
+
+GOOD = {"prompt": "q", "chosen": "a", "rejected": "b"}
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def test_read_json_rows_keeps_values_and_names_each_problem(tmp_path):
+    from align.preference_data import read_json_rows
+
+    lines = [
+        json.dumps(GOOD),
+        "",
+        "{oops",
+        json.dumps([1]),
+        json.dumps(GOOD | {"chosen": 5}),
+        json.dumps(GOOD),
+    ]
+    path = write(tmp_path / "p.jsonl", "\n".join(lines) + "\n")
+    rows, problems = read_json_rows([path], COLUMNS)
+    assert len(rows) == 5  # the blank line is not a row
+    assert rows[0] == GOOD and rows[4] == GOOD and rows[1] == {c: None for c in COLUMNS}
+    assert rows[3]["chosen"] is None and rows[3]["prompt"] == "q"  # the odd value emptied, the row kept
+    assert problems == [
+        f"{path}:3: row 1: invalid JSON (Expecting property name enclosed in double quotes, column 2)",
+        f"{path}:4: row 2: expected a JSON object, got a list",
+        f"{path}:5: row 3: field 'chosen': expected a string like the other rows, got a number",
+    ]
+
+
+def test_read_json_rows_takes_the_kind_most_rows_have():
+
+    from align.preference_data import read_json_rows
+
+    with tempfile.TemporaryDirectory() as d:
+        rows = [GOOD | {"chosen": 1}, GOOD | {"chosen": 2}, GOOD | {"chosen": "x"}]
+        path = write(Path(d) / "p.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        out, problems = read_json_rows([path], COLUMNS)
+        assert [r["chosen"] for r in out] == [1, 2, None]
+        assert problems == [
+            f"{path}:3: row 2: field 'chosen': expected a number like the other rows, got a string"
+        ]
+        tie = write(Path(d) / "t.jsonl", json.dumps(GOOD | {"chosen": 1}) + "\n" + json.dumps(GOOD) + "\n")
+        assert [r["chosen"] for r in read_json_rows([tie], COLUMNS)[0]] == [None, "a"]  # a tie: strings win
+
+
+def test_read_json_rows_checks_nested_fields_and_spans_files(tmp_path):
+    from align.preference_data import read_json_rows
+
+    msg = lambda c: {"prompt": "q", "chosen": [{"role": "assistant", "content": c}], "rejected": "r"}  # noqa: E731
+    a = write(tmp_path / "a.jsonl", json.dumps(msg("x")) + "\n" + json.dumps(msg("y")) + "\n")
+    b = write(tmp_path / "b.jsonl", json.dumps(msg(7)) + "\n")
+    rows, problems = read_json_rows([a, b], COLUMNS)
+    assert len(rows) == 3 and rows[2]["chosen"] is None and rows[0]["chosen"][0]["content"] == "x"
+    assert problems == [
+        f"{b}:1: row 2: field 'chosen[].content': expected a string like the other rows, got a number"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("", "empty file"),
+        ("  \n\n", "empty file"),
+        (b"ab\x00cd", "NUL byte at offset 2: not UTF-8 JSON text (binary data?)"),
+        ("{}\n".encode("utf-16-le") * 20, "UTF-16 without a byte-order mark"),
+        (b"\xff\xfe" + b"\xff\xdb", "not valid utf-16 text"),
+    ],
+)
+def test_json_lines_names_unreadable_files(tmp_path, content, needle):
+    from align.preference_data import _json_lines
+
+    path = write(tmp_path / "p.jsonl", content)
+    with pytest.raises(MalformedDataError, match=r"p\.jsonl") as e:
+        _json_lines(path)
+    assert needle in str(e.value)
+
+
+def test_json_lines_reads_arrays_boms_and_bad_lines(tmp_path):
+    from align.preference_data import _json_lines, _plain_utf8
+
+    array = write(tmp_path / "a.json", json.dumps([GOOD, GOOD]))
+    assert [(n, json.loads(t), e) for n, t, e in _json_lines(array)[0]] == [
+        (None, GOOD, ""),
+        (None, GOOD, ""),
+    ]
+    for enc in ("utf-8-sig", "utf-16", "utf-32"):
+        path = write(tmp_path / f"{enc}.jsonl", (json.dumps(GOOD) + "\n").encode(enc))
+        lines, encoding = _json_lines(path)
+        assert encoding == enc and json.loads(lines[0][1]) == GOOD and not _plain_utf8(path)
+    mixed = write(tmp_path / "m.jsonl", json.dumps(GOOD).encode() + b"\n\xe9\n")
+    assert _json_lines(mixed)[0][1] == (2, None, "not UTF-8 text (byte 0xe9 at column 1)")
+    assert not _plain_utf8(mixed) and not _plain_utf8(write(tmp_path / "e.jsonl", " \n"))
+    assert _plain_utf8(write(tmp_path / "ok.jsonl", json.dumps(GOOD) + "\n"))
+    broken = write(tmp_path / "b.json", '[{"a": 1},\n {"a": ]')
+    with pytest.raises(MalformedDataError, match=r"b\.json: line 2: invalid JSON"):
+        _json_lines(broken)
+
+
+def test_row_lines_maps_rows_to_file_lines(tmp_path):
+    from align.preference_data import row_lines
+
+    a = write(tmp_path / "a.jsonl", "{}\n\n{}\n")
+    b = write(tmp_path / "b.jsonl", "{}\n{}\n")
+    assert row_lines((a, b), [1, 3]) == {1: f"{a}:3", 3: f"{b}:2"}
+    assert row_lines((write(tmp_path / "c.parquet", b"x"),), [0]) == {}
