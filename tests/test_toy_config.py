@@ -30,8 +30,8 @@ def test_every_toy_yaml_composes(repo_root):
     assert {"config", "quick"} <= set(names)
     for name in names:
         cfg = _compose(repo_root, name)
-        validate(cfg)  # methods, scenarios and loss hyperparameters name real things
-        assert cfg.dynamics.claim_scenario in cfg.dynamics.scenarios
+        validate(cfg)  # constructions, methods and loss hyperparameters name real things
+        assert cfg.dynamics.constructions[0] == "shared"  # the paper's construction comes first
 
 
 def test_quick_preset_is_smaller_than_the_full_config(repo_root):
@@ -54,6 +54,9 @@ def test_unknown_method_or_hyperparameter_is_rejected_with_the_valid_names(repo_
     cfg = _compose(repo_root, "quick", ["+dynamics.loss_kwargs.mio.betta=0.2"])
     with pytest.raises(ValueError, match="unknown loss_kwargs"):
         validate(cfg)
+    cfg = _compose(repo_root, "quick", ["dynamics.constructions=[shared,overlapping]"])
+    with pytest.raises(ValueError, match="choose from shared, disjoint"):
+        validate(cfg)
 
 
 def test_entry_point_composes_as_a_script(repo_root):
@@ -67,4 +70,4 @@ def test_entry_point_composes_as_a_script(repo_root):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "claim_scenario: s2_chosen_normal" in out.stdout
+    assert "constructions:\n  - shared\n  - disjoint" in out.stdout

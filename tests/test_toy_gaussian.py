@@ -6,7 +6,9 @@ temporary folder and reads back the CSVs it writes.
 
 from __future__ import annotations
 
+import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -31,12 +33,24 @@ def quick(repo_root, tmp_path_factory):
 
 def test_gaussian_part_writes_figure_and_data(quick):
     _, out = quick
-    for ext in ("png", "pdf"):
-        assert (out / f"fig4_gaussian_mi.{ext}").stat().st_size > 1000
+    assert (out / "fig4_gaussian_mi.png").stat().st_size > 1000
     est = pd.read_csv(out / "fig4_estimates.csv")
     var = pd.read_csv(out / "fig4_grad_variance.csv")
     assert set(est.objective) == set(var.objective) == {"dv", "mine", "js"}
     assert np.isfinite(est.estimate).all() and (var.grad_variance > 0).all()
+
+
+def test_a_sweep_drawn_in_another_panel_reports_its_spread(quick):
+    """The quick preset's d1_rho0.9: three critics at rho 0.9, estimates at steps 100 and 200 with their sd,
+    no variances; summary.json states mean, sd, min, max and n of each."""
+    _, out = quick
+    claims = json.loads((out / "summary.json").read_text())["claims"]["gaussian"]["d1_rho0.9"]
+    assert "variance_ratio_over_js" not in claims
+    for o in ("dv", "mine", "js"):
+        for step in (100, 200):
+            mean, sd, lo, hi, n = claims["spread"][f"rho0.9/{o}/step{step}"]
+            assert n == 3 and sd > 0 and lo <= mean <= hi
+    assert set(pd.read_csv(out / "fig4_grad_variance.csv").sweep) == {"d1"}
 
 
 def test_js_gradient_variance_is_below_dv_and_mine_at_every_rho(quick):
@@ -60,15 +74,42 @@ def test_estimates_increase_with_rho_like_the_truth(quick):
     """Every objective's estimate rises with rho, as the true MI does, and lies within 0.1 nat of it (d = 1,
     true MI up to 0.83 nat)."""
     _, out = quick
-    est = (
-        pd.read_csv(out / "fig4_estimates.csv")
-        .groupby(["sweep", "objective", "rho", "true_mi"])
-        .estimate.mean()
-    )
+    est = pd.read_csv(out / "fig4_estimates.csv")
+    est = est[est.sweep == "d1"].groupby(["sweep", "objective", "rho", "true_mi"]).estimate.mean()
     for (_, objective), e in est.groupby(level=["sweep", "objective"]):
         e = e.reset_index().sort_values("rho")
         assert np.all(np.diff(e.estimate) > 0), (objective, e.estimate.tolist())
         assert np.all(np.abs(e.estimate - e.true_mi) < 0.1), (objective, e.estimate.tolist())
+
+
+def test_a_repeated_rho_gets_independent_critics_seen_at_each_evaluated_step():
+    """d1_rho0.99 lists rho 0.99 five times for a spread; ``eval_at`` adds the estimate at an earlier step of
+    the same run. Each copy is its own critic: different estimates; each estimate is its two terms' difference."""
+    cfg = SimpleNamespace(
+        sweeps=[
+            SimpleNamespace(name="a", dim=1, rhos=[0.5, 0.9, 0.9], iterations=20, grad_repeats=None, panel=None),
+            SimpleNamespace(name="b", dim=1, rhos=[0.9], iterations=None, grad_repeats=0, panel="a"),
+        ],
+        seeds=[0], hidden=8, layers=1, lr=1e-3, batch_size=16, iterations=99, eval_at=[10, 50],
+        momentum=0.9, eval_samples=500, grad_repeats=3,
+    )  # fmt: skip
+    est, var = gm.run_gaussian(cfg)
+    assert sorted(set(est[est.sweep == "b"].iterations)) == [
+        10,
+        50,
+        99,
+    ]  # the node's 99 steps, seen at 10 and 50
+    assert set(var.sweep) == {"a"}  # grad_repeats 0: no variances for b
+    est = est[est.sweep == "a"]
+    assert sorted(set(est.iterations)) == [10, 20]  # 50 is past the sweep's 20 steps; 99 is replaced by 20
+    last = est[(est.iterations == 20) & (est.objective == "js")].set_index(["rho", "copy"])
+    assert list(last.index) == [(0.5, 0), (0.9, 0), (0.9, 1)]
+    assert last.estimate[0.9, 0] != last.estimate[0.9, 1]
+    np.testing.assert_allclose(est.estimate, est.pos_mean - est.neg_logmeanexp, rtol=1e-5, atol=1e-6)
+    assert len(var) == 3 * 3 * 3  # rho copies x critic objectives x gradient objectives
+    summary, _ = gm.summarise(est, var)
+    row = summary[(summary.rho == 0.9) & (summary.objective == "dv") & (summary.iterations == 20)]
+    assert row["count"].item() == 2 and row["std"].item() > 0
 
 
 def test_rho_to_mi_and_the_sampler():

@@ -72,7 +72,10 @@ def test_prop_3_2_mio_chosen_gradient_is_zero_at_the_fixed_point_and_changes_sig
 def test_propositions_part_writes_figure_data_and_the_descent_settles(repo_root, tmp_path):
     register_configs()
     with initialize_config_dir(config_dir=str(repo_root / "conf" / "toy"), version_base="1.3"):
-        cfg = compose(config_name="quick", overrides=["parts=[propositions]", f"out_dir={tmp_path}"])
+        cfg = compose(
+            config_name="quick",
+            overrides=["parts=[propositions]", f"out_dir={tmp_path}", "formats=[png,pdf]"],
+        )
     summary = run(cfg)["claims"]["propositions"]
     for name in (
         "props_gradients.png",

@@ -1,13 +1,16 @@
 """Likelihood dynamics of preference losses on a toy policy (the paper's Figs 1-2, after the 3D-properties toy).
 
 A small MLP maps a one-hot prompt (4 prompts) to logits over 10 responses. Each prompt has one chosen and one
-rejected response; the other 8 are never seen in training. A short SFT warm-up sets the initial probability of
+rejected response; the other 8 are unseen for that prompt. The pairs either share responses across prompts (one
+prompt's chosen is another's rejected: the paper's construction) or are disjoint (``make_preference_set``). A
+short SFT warm-up sets the initial probability of
 the chosen and rejected responses ("very small" or "normal": the four scenarios); the warmed-up policy is the
 reference. Every method of ``align.losses.LOSSES`` then trains a copy for a few hundred full-batch epochs, and
 each epoch records the chosen, rejected and unseen probability mass and the loss gradient on the chosen and
 rejected response, both with respect to the probability (d loss / d pi) and to the logit.
 
-Run through the entry point (``make toy``); ``train_method`` and ``run_dynamics`` are importable for tests.
+All seeds x scenarios of a construction train at once as stacked copies (``toy/stacked.py``). Run through the
+entry point (``make toy``); ``train_method``, ``train_stacked`` and ``run_dynamics`` are importable for tests.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from align.losses import LOSSES, hyperparameters, mi_estimates
+from toy.stacked import StackedMLP
 
 # What train_method records per epoch (means over prompts; gradients are of the per-pair loss).
 RECORD_COLUMNS = (
@@ -39,37 +44,73 @@ RECORD_COLUMNS = (
 SFT_WEIGHT = "sft_weight"
 
 
+CONSTRUCTIONS = ("shared", "disjoint")
+
+
 @dataclass(frozen=True)
 class PreferenceSet:
-    """The toy task: an assumed optimal policy and the preference pair built from it, per prompt."""
+    """The toy task: an assumed optimal policy and the preference pair built from it, per prompt.
 
-    optimal: Tensor  # (P, V) optimal policy pi*(y|x)
-    chosen: Tensor  # (P,) index of the chosen response: the argmax of pi*
-    rejected: Tensor  # (P,) index of the rejected response: the argmin of pi*
+    Leading axes are allowed (``stack``): one set per stacked policy copy.
+    """
+
+    optimal: Tensor  # (..., P, V) optimal policy pi*(y|x)
+    chosen: Tensor  # (..., P) index of the chosen response
+    rejected: Tensor  # (..., P) index of the rejected response
 
     @property
     def unseen(self) -> Tensor:
-        """(P, V) mask of responses that are neither chosen nor rejected for that prompt."""
+        """(..., P, V) mask of responses that are neither chosen nor rejected for that prompt."""
         mask = torch.ones_like(self.optimal, dtype=torch.bool)
-        rows = torch.arange(len(self.chosen))
-        mask[rows, self.chosen] = False
-        mask[rows, self.rejected] = False
+        mask.scatter_(-1, self.chosen[..., None], False)
+        mask.scatter_(-1, self.rejected[..., None], False)
         return mask
 
+    @staticmethod
+    def stack(sets: list[PreferenceSet]) -> PreferenceSet:
+        """One set per copy on a new leading axis: optimal (R, P, V), chosen and rejected (R, P)."""
+        return PreferenceSet(
+            *(torch.stack([getattr(s, f) for s in sets]) for f in ("optimal", "chosen", "rejected"))
+        )
 
-def make_preference_set(num_prompts: int, num_responses: int, temperature: float, seed: int) -> PreferenceSet:
-    """Draw pi* = softmax(scores / temperature) with Gaussian scores and label one pair per prompt with it.
 
-    Prompt by prompt, the chosen response is the best under pi* and the rejected the worst, among responses
-    no earlier prompt has used: no response is chosen for one prompt and rejected for another, a label conflict
-    that would confound the likelihood dynamics. The paper's construction is not known; this one is ours.
+def make_preference_set(
+    num_prompts: int, num_responses: int, temperature: float, seed: int, construction: str = "shared"
+) -> PreferenceSet:
+    """Draw pi* = softmax(scores / temperature) with Gaussian scores and one preference pair per prompt.
+
+    ``construction``:
+
+    - ``shared`` (the paper's Fig 1, as in the 3D-properties toy): the pairs share responses across prompts. A
+      pool of P responses (a random draw) forms a cycle: prompt p prefers pool[p] to pool[p + 1] (mod P), so each
+      pooled response is the chosen of one prompt and the rejected of the previous one. The scores are then
+      swapped within each row so that pi* agrees with the labels: every prompt's chosen is its best response
+      under pi* and its rejected its worst. The paper's exact pairing is not known; the cycle is ours.
+    - ``disjoint`` (a variant): prompt by prompt, the chosen is the best under pi* and the rejected the worst
+      among the responses no earlier prompt has used, so no response is labelled for two prompts. From the
+      second prompt on, the chosen need not be that prompt's best response.
     """
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(num_prompts, num_responses, generator=gen)  # (P, V)
+    if construction == "shared":
+        if not 2 <= num_prompts <= num_responses:
+            raise ValueError(
+                f"shared pairs need 2 <= prompts <= responses, got {num_prompts} and {num_responses}"
+            )
+        pool = torch.randperm(num_responses, generator=gen)[:num_prompts]
+        chosen, rejected = pool, pool.roll(-1)  # prompt p rejects prompt p+1's chosen
+        for row, c, r in zip(scores, chosen.tolist(), rejected.tolist(), strict=True):
+            top = int(row.argmax())
+            row[[c, top]] = row[[top, c]]  # the best score to the chosen
+            low = int(row.argmin())  # after the first swap, which may have moved the lowest score
+            row[[r, low]] = row[[low, r]]  # the worst to the rejected
+        return PreferenceSet(torch.softmax(scores / temperature, dim=-1), chosen, rejected)
+    if construction != "disjoint":
+        raise ValueError(f"unknown construction {construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
     if 2 * num_prompts > num_responses:
         raise ValueError(
             f"{num_prompts} prompts need at least {2 * num_prompts} responses for disjoint pairs"
         )
-    gen = torch.Generator().manual_seed(seed)
-    scores = torch.randn(num_prompts, num_responses, generator=gen)  # (P, V)
     optimal = torch.softmax(scores / temperature, dim=-1)
     free = torch.ones(num_responses, dtype=torch.bool)
     chosen, rejected = [], []
@@ -88,9 +129,8 @@ def warmup_target(prefs: PreferenceSet, chosen_prob: float, rejected_prob: float
     unseen = prefs.unseen
     rest = (1.0 - chosen_prob - rejected_prob) / unseen.sum(-1, keepdim=True)  # (P, 1)
     target = unseen.float() * rest
-    rows = torch.arange(len(prefs.chosen))
-    target[rows, prefs.chosen] = chosen_prob
-    target[rows, prefs.rejected] = rejected_prob
+    target.scatter_(-1, prefs.chosen[..., None], chosen_prob)
+    target.scatter_(-1, prefs.rejected[..., None], rejected_prob)
     return target
 
 
@@ -106,32 +146,48 @@ def make_policy(num_prompts: int, num_responses: int, hidden: int, layers: int, 
     return nn.Sequential(*mods)
 
 
-def sft_warmup(policy: nn.Module, target: Tensor, steps: int, lr: float) -> float:
-    """Fit the policy to ``target`` (P, V) by cross-entropy with soft labels, in place; returns the final KL."""
-    prompts = torch.eye(target.shape[0])
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """``adam`` (torch defaults) or ``sgd`` (plain: no momentum, no weight decay) over ``params``."""
+    if name not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {name!r}; valid: adam, sgd")
+    cls = torch.optim.Adam if name == "adam" else torch.optim.SGD
+    return cls(params, lr=lr)
+
+
+def _logits(policy: StackedMLP, num_prompts: int) -> Tensor:
+    """(R, P, V) logits of every copy for the P one-hot prompts."""
+    return policy(torch.eye(num_prompts).expand(policy.copies, num_prompts, num_prompts))
+
+
+def sft_warmup(policy: StackedMLP, target: Tensor, steps: int, lr: float) -> Tensor:
+    """Fit each copy to its ``target`` (R, P, V) by cross-entropy with soft labels, in place; the final KL (R,)."""
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     for _ in range(steps):
-        logp = F.log_softmax(policy(prompts), dim=-1)  # (P, V)
-        loss = -(target * logp).sum(-1).mean()
+        logp = F.log_softmax(_logits(policy, target.shape[1]), dim=-1)  # (R, P, V)
+        loss = -(target * logp).sum(-1).mean(-1)  # (R,): each copy's own mean over prompts
         opt.zero_grad()
-        loss.backward()
+        loss.sum().backward()
         opt.step()
     with torch.no_grad():
-        logp = F.log_softmax(policy(prompts), dim=-1)
-        return (target * (target.clamp_min(1e-12).log() - logp)).sum(-1).mean().item()
+        logp = F.log_softmax(_logits(policy, target.shape[1]), dim=-1)
+        return (target * (target.clamp_min(1e-12).log() - logp)).sum(-1).mean(-1)
 
 
-def _pair_logps(policy: nn.Module, prefs: PreferenceSet) -> tuple[Tensor, Tensor, Tensor]:
-    """Logits (P, V), and the chosen and rejected log-probs (P,) each: one response = one token, sum = mean."""
-    logits = policy(torch.eye(prefs.optimal.shape[0]))  # (P, V)
+def _pair_logps(policy: StackedMLP, prefs: PreferenceSet) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits (R, P, V), and the chosen and rejected log-probs (R, P) each: one response = one token."""
+    logits = _logits(policy, prefs.chosen.shape[-1])
     logp = F.log_softmax(logits, dim=-1)
-    rows = torch.arange(len(prefs.chosen))
-    return logits, logp[rows, prefs.chosen], logp[rows, prefs.rejected]
+    return logits, _take(logp, prefs.chosen), _take(logp, prefs.rejected)
 
 
-def train_method(
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """values[..., p, index[..., p]]: (R, P, V), (R, P) -> (R, P)."""
+    return values.gather(-1, index[..., None]).squeeze(-1)
+
+
+def train_stacked(
     method: str,
-    policy: nn.Module,
+    policy: StackedMLP,
     prefs: PreferenceSet,
     *,
     epochs: int,
@@ -139,68 +195,80 @@ def train_method(
     optimizer: str = "adam",
     loss_kwargs: dict | None = None,
 ) -> pd.DataFrame:
-    """Train a copy of ``policy`` (also the frozen reference) with ``method``; one row per epoch, 0..epochs.
+    """Train a copy of every stacked policy (each also its own frozen reference) with ``method``, full batch.
 
-    Row ``e`` holds the state after ``e`` updates: mean over prompts of pi(chosen), pi(rejected), the unseen
-    mass, the loss, and the gradient of the per-pair loss w.r.t. pi and w.r.t. the logit of the chosen and the
-    rejected response (at ``e = epochs`` these are measured but no step is taken).
+    ``prefs`` is stacked like the policy (chosen, rejected (R, P)). Returns one row per copy and epoch 0..epochs:
+    row ``e`` holds the state after ``e`` updates: mean over prompts of pi(chosen), pi(rejected), the unseen mass,
+    the loss, and the gradient of the per-pair loss w.r.t. pi and w.r.t. the logit of the chosen and the rejected
+    response (at ``e = epochs`` these are measured but no step is taken). The copies share nothing: the summed
+    loss gives each its own gradient and the optimizers are elementwise, so this equals R separate runs.
     """
     entry = LOSSES[method]
     kwargs = dict(loss_kwargs or {})
     sft_weight = float(kwargs.pop(SFT_WEIGHT, 0.0))
     reference = copy.deepcopy(policy).requires_grad_(False)
     policy = copy.deepcopy(policy)
-    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]
-    opt = opt_cls(policy.parameters(), lr=lr)
+    opt = make_optimizer(optimizer, policy.parameters(), lr)
     with torch.no_grad():
         _, ref_c, ref_r = _pair_logps(reference, prefs)
-    rows = torch.arange(len(prefs.chosen))
+    refs = (ref_c.flatten(), ref_r.flatten()) if entry.needs_reference else (None, None)
+    copies, n = prefs.chosen.shape  # gradients are of each copy's mean: times P gives the per-pair gradient
     unseen = prefs.unseen
-    n = len(rows)  # gradients are of the batch mean: times P gives the per-pair gradient
-    records = []
+    records, rewards = [], []
     for epoch in range(epochs + 1):
         logits, pc, pr = _pair_logps(policy, prefs)
         for t in (logits, pc, pr):
             t.retain_grad()
-        refs = (ref_c, ref_r) if entry.needs_reference else (None, None)
-        out = entry.fn(pc, pr, *refs, **kwargs)
-        loss = (out.losses + sft_weight * -pc).mean()  # (P,) -> ()
+        out = entry.fn(pc.flatten(), pr.flatten(), *refs, **kwargs)
+        loss = (out.losses.view(copies, n) + sft_weight * -pc).mean(-1)  # (R,)
         opt.zero_grad()
-        loss.backward()
+        loss.sum().backward()
         with torch.no_grad():
             # float64 from the log-probs: the rejected probability falls to ~1e-38 and d loss/d pi- rises past
             # float32's 3e38, so both are formed here in float64 from float32 log-probs (accurate at -90).
-            lp_c, lp_r = pc.double(), pr.double()  # (P,)
-            pi_c, pi_r = lp_c.exp(), lp_r.exp()
-            unseen_mass = (torch.softmax(logits.double(), dim=-1) * unseen).sum(-1)  # (P,)
-            mi = mi_estimates(out.chosen_rewards, out.rejected_rewards)
+            pi_c, pi_r = pc.double().exp(), pr.double().exp()  # (R, P)
+            unseen_mass = (torch.softmax(logits.double(), dim=-1) * unseen).sum(-1)  # (R, P)
+            grad_logits = logits.grad.double()
             row = torch.stack(
                 [
-                    pi_c.mean(),
-                    pi_r.mean(),
-                    unseen_mass.mean(),
+                    pi_c.mean(-1),
+                    pi_r.mean(-1),
+                    unseen_mass.mean(-1),
                     loss.double(),
                     # d loss / d pi = (d loss / d log pi) / pi: the loss as a function of the probabilities.
-                    (n * pc.grad.double() / pi_c).mean(),
-                    (n * pr.grad.double() / pi_r).mean(),
-                    (n * logits.grad[rows, prefs.chosen].double()).mean(),
-                    (n * logits.grad[rows, prefs.rejected].double()).mean(),
-                    torch.as_tensor(mi["mi/dv"], dtype=torch.float64),
-                    torch.as_tensor(mi["mi/js"], dtype=torch.float64),
-                ]
-            )
+                    (n * pc.grad.double() / pi_c).mean(-1),
+                    (n * pr.grad.double() / pi_r).mean(-1),
+                    (n * _take(grad_logits, prefs.chosen)).mean(-1),
+                    (n * _take(grad_logits, prefs.rejected)).mean(-1),
+                ],
+                dim=-1,
+            )  # (R, columns without the MI estimates)
             records.append(row)
+            rewards.append(torch.stack([out.chosen_rewards, out.rejected_rewards]).view(2, copies, n))
         if epoch < epochs:
             opt.step()
-    df = pd.DataFrame(torch.stack(records).numpy(), columns=list(RECORD_COLUMNS))
-    df.insert(0, "epoch", range(epochs + 1))
+    # The batch MI estimates of each copy and epoch, in one call: (epochs + 1, 2, R, P) -> ((epochs + 1) R,) each.
+    rewards = torch.stack(rewards).permute(1, 2, 0, 3).reshape(2, -1, n)  # (2, R (epochs + 1), P), copy-major
+    mi = torch.vmap(mi_estimates)(rewards[0], rewards[1])
+    mi_cols = torch.stack([mi["mi/dv"], mi["mi/js"]], -1).double().view(copies, epochs + 1, 2)
+    values = torch.cat([torch.stack(records, dim=1), mi_cols], -1).numpy()  # (R, epochs + 1, columns)
+    df = pd.DataFrame(values.reshape(-1, len(RECORD_COLUMNS)), columns=list(RECORD_COLUMNS))
+    df.insert(0, "epoch", np.tile(np.arange(epochs + 1), copies))
+    df.insert(0, "copy", np.repeat(np.arange(copies), epochs + 1))
     return df
 
 
-def setup_table(prefs: PreferenceSet, policy: nn.Module) -> pd.DataFrame:
-    """One row per prompt x response: its role, pi*(y|x) and the policy's probability (Fig 1's data)."""
-    with torch.no_grad():
-        probs = torch.softmax(policy(torch.eye(prefs.optimal.shape[0])), -1)  # (P, V)
+def train_method(method: str, policy: nn.Sequential, prefs: PreferenceSet, **train_kwargs) -> pd.DataFrame:
+    """``train_stacked`` (same keyword arguments) for one policy (``make_policy``) and one preference set; one row
+    per epoch, 0..epochs."""
+    df = train_stacked(
+        method, StackedMLP.from_sequentials([policy]), PreferenceSet.stack([prefs]), **train_kwargs
+    )
+    return df.drop(columns="copy")
+
+
+def setup_table(prefs: PreferenceSet, probs: Tensor) -> pd.DataFrame:
+    """One row per prompt x response: its role, pi*(y|x) and the policy's probability ``probs`` (P, V) (Fig 1)."""
     rows = []
     for p in range(probs.shape[0]):
         for v in range(probs.shape[1]):
@@ -229,53 +297,110 @@ def loss_kwargs_for(method: str, overrides) -> dict:
     return {**kwargs, **extra}
 
 
-def run_dynamics(cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Every seed x scenario x method of ``cfg`` (the ``dynamics`` node), and the optimizer variants.
+def base_variant(cfg) -> str:
+    """The name of the configured optimizer run, e.g. ``adam_lr0.001``, as it appears in the records."""
+    return f"{cfg.optimizer}_lr{cfg.lr:g}"
 
-    Returns the per-epoch records (columns seed, scenario, method, epoch, chosen, rejected, unseen, loss, grad_*,
-    mi_*), the same for ``figure_methods`` under each of ``cfg.variants`` (plus a ``variant`` column), and the
-    set-up table (seed, scenario, prompt, response, role, optimal, init_prob, warmup_kl).
+
+def base_beta(method: str, cfg) -> float:
+    """The beta ``method`` trains with outside the beta sweep: ``align.losses`` default or ``loss_kwargs``."""
+    return float(loss_kwargs_for(method, cfg.loss_kwargs)["beta"])
+
+
+def planned_runs(cfg, construction: str) -> list[tuple[str, str, float, str, float]]:
+    """(variant, optimizer, lr, method, beta) of every training of ``construction``, once each: with the
+    configured optimizer every method (``figure_methods`` only where the construction is not in
+    ``all_methods``); ``figure_methods`` under each optimizer variant and at each beta of ``betas``."""
+    base = base_variant(cfg)
+    methods = cfg.methods if construction in cfg.all_methods else cfg.figure_methods
+    runs = [(base, cfg.optimizer, cfg.lr, m, base_beta(m, cfg)) for m in methods]
+    runs += [
+        (v.name, v.optimizer, v.lr, m, base_beta(m, cfg)) for v in cfg.variants for m in cfg.figure_methods
+    ]
+    runs += [(base, cfg.optimizer, cfg.lr, m, float(b)) for b in cfg.betas for m in cfg.figure_methods]
+    return list(dict.fromkeys(runs))
+
+
+VIEWS = ("main", "optimizers", "betas")
+
+
+def select(frame: pd.DataFrame, cfg, view: str) -> pd.DataFrame:
+    """The rows of ``frame`` (records or ``peak_and_final``) behind one figure family.
+
+    ``main`` (Figs 2, 2b): every method, configured optimizer, its base beta; ``optimizers`` (Fig 2c):
+    ``figure_methods`` at their base beta under every optimizer; ``betas`` (Fig 2d): ``figure_methods`` with the
+    configured optimizer at each beta of ``cfg.betas``.
     """
-    frames, variant_frames, setups = [], [], []
-    runs = [(None, cfg.optimizer, cfg.lr, list(cfg.methods))]
-    runs += [(v.name, v.optimizer, v.lr, list(cfg.figure_methods)) for v in cfg.variants]
-    for seed in cfg.seeds:
-        prefs = make_preference_set(cfg.num_prompts, cfg.num_responses, cfg.optimal_temperature, seed)
-        for name, sc in cfg.scenarios.items():
-            policy = make_policy(cfg.num_prompts, cfg.num_responses, cfg.hidden, cfg.layers, seed)
-            target = warmup_target(prefs, sc.chosen_prob, sc.rejected_prob)
-            kl = sft_warmup(policy, target, cfg.warmup_steps, cfg.warmup_lr)
-            setups.append(setup_table(prefs, policy).assign(seed=seed, scenario=name, warmup_kl=kl))
-            for variant, optimizer, lr, methods in runs:
-                for method in methods:
-                    df = train_method(
-                        method,
-                        policy,
-                        prefs,
-                        epochs=cfg.epochs,
-                        lr=lr,
-                        optimizer=optimizer,
-                        loss_kwargs=loss_kwargs_for(method, cfg.loss_kwargs),
-                    ).assign(seed=seed, scenario=name, method=method)
-                    if variant is None:
-                        frames.append(df)
-                    else:
-                        variant_frames.append(df.assign(variant=variant))
-    lead = ["seed", "scenario", "method", "epoch"]
+    at_base = frame.beta == frame.method.map({m: base_beta(m, cfg) for m in frame.method.unique()})
+    base = frame.variant == base_variant(cfg)
+    fig = frame.method.isin(list(cfg.figure_methods))
+    masks = {
+        "main": base & at_base,
+        "optimizers": fig & at_base,
+        "betas": fig & base & frame.beta.isin([float(b) for b in cfg.betas]),
+    }
+    if view not in masks:
+        raise ValueError(f"unknown view {view!r}; valid: {', '.join(VIEWS)}")
+    return frame[masks[view]]
+
+
+def run_dynamics(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every construction x run of ``planned_runs`` x seed x scenario of ``cfg`` (the ``dynamics`` node).
+
+    Per construction, all seeds x scenarios train at once as stacked copies. Returns the per-epoch records
+    (columns construction, variant, beta, seed, scenario, method, epoch, chosen, rejected, unseen, loss, grad_*,
+    mi_*) and the set-up table (construction, seed, scenario, prompt, response, role, optimal, init_prob,
+    warmup_kl).
+    """
+    frames, setups = [], []
+    for construction in cfg.constructions:
+        keys, sets, policies, targets = [], [], [], []
+        for seed in cfg.seeds:
+            prefs = make_preference_set(
+                cfg.num_prompts, cfg.num_responses, cfg.optimal_temperature, seed, construction
+            )
+            for name, sc in cfg.scenarios.items():
+                keys.append((seed, name))
+                sets.append(prefs)
+                policies.append(make_policy(cfg.num_prompts, cfg.num_responses, cfg.hidden, cfg.layers, seed))
+                targets.append(warmup_target(prefs, sc.chosen_prob, sc.rejected_prob))
+        policy = StackedMLP.from_sequentials(policies)
+        kl = sft_warmup(policy, torch.stack(targets), cfg.warmup_steps, cfg.warmup_lr)
+        with torch.no_grad():
+            probs = torch.softmax(_logits(policy, cfg.num_prompts), -1)  # (R, P, V)
+        for i, (seed, name) in enumerate(keys):
+            setups.append(
+                setup_table(sets[i], probs[i]).assign(
+                    construction=construction, seed=seed, scenario=name, warmup_kl=kl[i].item()
+                )
+            )
+        copies = pd.DataFrame(keys, columns=["seed", "scenario"])
+        stacked = PreferenceSet.stack(sets)
+        for variant, optimizer, lr, method, beta in planned_runs(cfg, construction):
+            kwargs = {**loss_kwargs_for(method, cfg.loss_kwargs), "beta": beta}
+            df = train_stacked(
+                method, policy, stacked, epochs=cfg.epochs, lr=lr, optimizer=optimizer, loss_kwargs=kwargs
+            )
+            df = df.join(copies, on="copy").drop(columns="copy")
+            frames.append(df.assign(construction=construction, variant=variant, beta=beta, method=method))
+    lead = ["construction", "variant", "beta", "seed", "scenario", "method", "epoch"]
     records = pd.concat(frames, ignore_index=True)
     records = records[lead + [c for c in records.columns if c not in lead]]
-    variants = pd.concat(variant_frames, ignore_index=True) if variant_frames else pd.DataFrame(columns=lead)
-    variants = variants[["variant"] + lead + [c for c in variants.columns if c not in lead + ["variant"]]]
     setup = pd.concat(setups, ignore_index=True)
-    setup = setup[["seed", "scenario"] + [c for c in setup.columns if c not in ("seed", "scenario")]]
-    return records, variants, setup
+    first = ["construction", "seed", "scenario"]
+    setup = setup[first + [c for c in setup.columns if c not in first]]
+    return records, setup
 
 
-def peak_and_final(records: pd.DataFrame, column: str = "chosen", keys: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Per seed x scenario x method (x ``keys``): the initial, peak and final value of ``column``, the peak
-    epoch, and final / peak."""
+RUN_KEYS = ("construction", "variant", "beta", "seed", "scenario", "method")
+
+
+def peak_and_final(
+    records: pd.DataFrame, column: str = "chosen", keys: tuple[str, ...] = RUN_KEYS
+) -> pd.DataFrame:
+    """Per run (``keys``): the initial, peak and final value of ``column``, the peak epoch, and final / peak."""
     rows = []
-    by = [*keys, "seed", "scenario", "method"]
+    by = list(keys)
     for group, d in records.groupby(by, sort=False):
         d = d.sort_values("epoch")
         values = d[column].to_numpy()

@@ -15,13 +15,17 @@ Run through the entry point (``make toy``); the functions are importable for tes
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from toy.stacked import StackedMLP
 
 OBJECTIVES = ("dv", "mine", "js")
 
@@ -45,23 +49,11 @@ class StackedCritic(nn.Module):
 
     def __init__(self, copies: int, dim: int, hidden: int, layers: int, gen: torch.Generator):
         super().__init__()
-        widths = [2 * dim] + [hidden] * (layers + 1) + [1]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for a, b in zip(widths[:-1], widths[1:], strict=True):
-            bound = 1.0 / math.sqrt(a)  # nn.Linear's default initialisation
-            self.weights.append(nn.Parameter((torch.rand(copies, a, b, generator=gen) * 2 - 1) * bound))
-            self.biases.append(nn.Parameter((torch.rand(copies, 1, b, generator=gen) * 2 - 1) * bound))
+        self.mlp = StackedMLP.uniform(copies, [2 * dim] + [hidden] * (layers + 1) + [1], gen)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Scores (R, B) of the pairs (x, y), each (R, B, d)."""
-        h = torch.cat([x, y], dim=-1)  # (R, B, 2d)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = F.relu(h)
-        return h.squeeze(-1)
+        return self.mlp(torch.cat([x, y], dim=-1)).squeeze(-1)  # (R, B, 2d) -> (R, B)
 
 
 def scores(critic: StackedCritic, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,8 +104,17 @@ def objective(name: str, t_pos: Tensor, t_neg: Tensor, log_ema: Tensor | None, m
     raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
 
 
-def train_critic(name: str, rhos: list[float], dim: int, cfg, seed: int):
-    """Train one stacked critic (one copy per rho) to maximise objective ``name``.
+def train_critic(
+    name: str,
+    rhos: list[float],
+    dim: int,
+    cfg,
+    seed: int,
+    iterations: int | None = None,
+    on_step: Callable[[int, StackedCritic], None] | None = None,
+):
+    """Train one stacked critic (one copy per entry of ``rhos``) to maximise objective ``name`` for
+    ``iterations`` steps (default ``cfg.iterations``); ``on_step(step, critic)`` runs after each step (step from 1).
 
     ``cfg`` holds hidden, layers, lr, batch_size, iterations, momentum. Returns the critic and the DV value of
     each training batch, shape (iterations, R).
@@ -123,7 +124,7 @@ def train_critic(name: str, rhos: list[float], dim: int, cfg, seed: int):
     critic = StackedCritic(len(rhos), dim, cfg.hidden, cfg.layers, gen)
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
     log_ema, curve = None, []
-    for _ in range(cfg.iterations):
+    for step in range(1, 1 + (cfg.iterations if iterations is None else iterations)):
         x, y = sample(r, dim, cfg.batch_size, gen)
         t_pos, t_neg = scores(critic, x, y)
         value, log_ema = objective(name, t_pos, t_neg, log_ema, cfg.momentum)
@@ -131,14 +132,22 @@ def train_critic(name: str, rhos: list[float], dim: int, cfg, seed: int):
         (-value.sum()).backward()  # copies do not share parameters: the sum trains each on its own objective
         opt.step()
         curve.append(dv_bound(t_pos, t_neg).detach())
+        if on_step is not None:
+            on_step(step, critic)
     return critic, torch.stack(curve)
 
 
 @torch.no_grad()
-def evaluate_dv(critic: StackedCritic, rhos: list[float], dim: int, n: int, gen: torch.Generator) -> Tensor:
-    """The critic's DV value (R,) on one fresh sample of ``n`` pairs (rolled negatives): the MI estimate."""
+def evaluate_dv(
+    critic: StackedCritic, rhos: list[float], dim: int, n: int, gen: torch.Generator
+) -> dict[str, Tensor]:
+    """The critic on one fresh sample of ``n`` pairs (rolled negatives), each (R,): its DV value (the MI
+    estimate) and the two terms it is the difference of, the mean score of the positives and the log mean
+    exp-score of the negatives (a critic whose scores blew up shows here: both terms far above the truth)."""
     x, y = sample(torch.tensor(rhos, dtype=torch.float32), dim, n, gen)
-    return dv_bound(*scores(critic, x, y))
+    t_pos, t_neg = scores(critic, x, y)
+    pos, neg = t_pos.mean(-1), torch.logsumexp(t_neg, -1) - math.log(n)
+    return {"estimate": pos - neg, "pos_mean": pos, "neg_logmeanexp": neg}
 
 
 def gradient_variance(
@@ -174,32 +183,57 @@ def gradient_variance(
     return (sq / repeats - mean_sq) * repeats / (repeats - 1)
 
 
+def _checkpoint(found: dict, steps, rhos, dim, n, gen, step: int, critic: StackedCritic) -> None:
+    """``train_critic``'s ``on_step``: at each of ``steps``, ``found[step]`` = ``evaluate_dv`` of the critic."""
+    if step in steps:
+        found[step] = evaluate_dv(critic, rhos, dim, n, gen)
+
+
 def run_gaussian(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every dim x objective x seed of ``cfg`` (the ``gaussian`` node). Returns the estimates (one row per dim,
-    rho, objective, seed: truth, DV estimate of the trained critic, mean DV of the last training batches) and
-    the gradient variances (one row per dim, rho, critic objective, seed, gradient objective)."""
+    """Every sweep x seed x objective of ``cfg`` (the ``gaussian`` node); a sweep's own ``iterations`` and
+    ``grad_repeats`` replace the node's (``grad_repeats`` 0: no gradient variance). A rho listed several times in a sweep gets that many independent critics (stacked copies), so its
+    estimate has a spread. The fresh-sample estimate is also taken at each step of ``eval_at`` below the last
+    (same training run: one critic seen at several lengths).
+
+    Returns the estimates (one row per sweep, rho copy, objective, seed and evaluated step: truth, the critic's DV
+    estimate on a fresh sample and its two terms, the mean DV of the last 10% of training batches before that
+    step) and the gradient variances at the end of training (one row per sweep, rho copy, critic objective, seed,
+    gradient objective)."""
     est_rows, var_rows = [], []
     for sweep in cfg.sweeps:
-        dim_key, dim, rhos = sweep.name, int(sweep.dim), list(sweep.rhos)
+        dim, rhos = int(sweep.dim), [float(r) for r in sweep.rhos]
+        steps = int(sweep.iterations or cfg.iterations)
+        checks = sorted({int(s) for s in cfg.eval_at if 0 < s < steps} | {steps})
+        copies, seen = [], {}  # copy index of each entry among the entries with the same rho
+        for r in rhos:
+            copies.append(seen.get(r, 0))
+            seen[r] = copies[-1] + 1
+        labels = [
+            {"sweep": sweep.name, "dim": dim, "rho": r, "true_mi": rho_to_mi(r, dim), "copy": c}
+            for r, c in zip(rhos, copies, strict=True)
+        ]
         for seed in cfg.seeds:
             for k, name in enumerate(OBJECTIVES):
-                critic, curve = train_critic(name, rhos, dim, cfg, seed=seed * 100 + k)
-                gen = torch.Generator().manual_seed(seed * 100 + 10 + k)
-                est = evaluate_dv(critic, rhos, dim, cfg.eval_samples, gen)
-                tail = curve[-max(1, len(curve) // 10) :].mean(0)  # last 10% of training batches
-                for i, rho in enumerate(rhos):
-                    est_rows.append(
-                        {
-                            "sweep": dim_key,
-                            "dim": dim,
-                            "rho": rho,
-                            "true_mi": rho_to_mi(rho, dim),
-                            "objective": name,
-                            "seed": seed,
-                            "estimate": est[i].item(),
-                            "train_dv_tail": tail[i].item(),
-                        }
-                    )
+                gen = torch.Generator().manual_seed(
+                    seed * 100 + 10 + k
+                )  # evaluation only: training is untouched
+                curve_at: dict[int, dict[str, Tensor]] = {}
+                evaluate = functools.partial(_checkpoint, curve_at, checks, rhos, dim, cfg.eval_samples, gen)
+                critic, curve = train_critic(
+                    name, rhos, dim, cfg, seed=seed * 100 + k, iterations=steps, on_step=evaluate
+                )
+                for step, ev in curve_at.items():
+                    tail = curve[step - max(1, step // 10) : step].mean(0)  # last 10% of batches before it
+                    for i, label in enumerate(labels):
+                        est_rows.append(
+                            label
+                            | {"objective": name, "seed": seed, "iterations": step}
+                            | {c: v[i].item() for c, v in ev.items()}
+                            | {"train_dv_tail": tail[i].item()}
+                        )
+                repeats = cfg.grad_repeats if sweep.grad_repeats is None else int(sweep.grad_repeats)
+                if repeats == 0:
+                    continue  # no gradient variance for this sweep
                 # MINE's average at fixed parameters starts at its stationary value: log mean e^T(neg).
                 x, y = sample(torch.tensor(rhos), dim, cfg.eval_samples, gen)
                 with torch.no_grad():
@@ -207,38 +241,31 @@ def run_gaussian(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
                     start = torch.logsumexp(t_neg, -1) - math.log(t_neg.shape[-1])
                 for grad_name in OBJECTIVES:
                     var = gradient_variance(
-                        critic,
-                        grad_name,
-                        rhos,
-                        dim,
-                        cfg.batch_size,
-                        cfg.grad_repeats,
-                        cfg.momentum,
-                        gen,
-                        start,
+                        critic, grad_name, rhos, dim, cfg.batch_size, repeats, cfg.momentum, gen, start
                     )
-                    for i, rho in enumerate(rhos):
+                    for i, label in enumerate(labels):
                         var_rows.append(
-                            {
-                                "sweep": dim_key,
-                                "dim": dim,
-                                "rho": rho,
-                                "true_mi": rho_to_mi(rho, dim),
+                            label
+                            | {
                                 "critic": name,
                                 "seed": seed,
                                 "objective": grad_name,
                                 "grad_variance": var[i].item(),
                             }
                         )
-    return pd.DataFrame(est_rows), pd.DataFrame(var_rows)
+    var_columns = ["sweep", "dim", "rho", "true_mi", "copy", "critic", "seed", "objective", "grad_variance"]
+    return pd.DataFrame(est_rows), pd.DataFrame(var_rows, columns=var_columns)
 
 
 def summarise(estimates: pd.DataFrame, variances: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Means over seeds (and for variances, the geometric mean, since they span orders of magnitude)."""
-    est = estimates.groupby(["sweep", "dim", "rho", "true_mi", "objective"], as_index=False)["estimate"].agg(
-        ["mean", "std"]
-    )
-    var = variances.groupby(["sweep", "dim", "rho", "true_mi", "critic", "objective"], as_index=False)[
-        "grad_variance"
-    ].agg(lambda v: float(np.exp(np.log(v).mean())))
+    """Per sweep, evaluated step, rho and objective: the estimate's mean, sd, min, max and count over seeds and
+    copies, and their means of the critic's terms; per critic and gradient objective, the geometric mean of the
+    variances (they span orders of magnitude)."""
+    keys = ["sweep", "dim", "iterations", "rho", "true_mi", "objective"]
+    groups = estimates.groupby(keys, sort=False)
+    est = groups["estimate"].agg(["mean", "std", "min", "max", "count"])
+    est = est.join(groups[["pos_mean", "neg_logmeanexp", "train_dv_tail"]].mean()).reset_index()
+    var = variances.groupby(
+        ["sweep", "dim", "rho", "true_mi", "critic", "objective"], as_index=False, sort=False
+    )["grad_variance"].agg(lambda v: float(np.exp(np.log(v).mean())))
     return est, var

@@ -29,6 +29,7 @@ class OptimizerVariant:
 
 @dataclass
 class DynamicsConfig:
+    constructions: list[str] = MISSING
     seeds: list[int] = MISSING
     num_prompts: int = MISSING
     num_responses: int = MISSING
@@ -40,13 +41,14 @@ class DynamicsConfig:
     scenarios: dict[str, Scenario] = MISSING
     methods: list[str] = MISSING
     figure_methods: list[str] = MISSING
+    all_methods: list[str] = MISSING
     loss_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     optimizer: str = MISSING
     lr: float = MISSING
     epochs: int = MISSING
     record_every: int = MISSING
     variants: list[OptimizerVariant] = field(default_factory=list)
-    claim_scenario: str = MISSING
+    betas: list[float] = field(default_factory=list)
     claim_drop: float = MISSING
 
 
@@ -55,6 +57,9 @@ class GaussianSweep:
     name: str = MISSING
     dim: int = MISSING
     rhos: list[float] = MISSING
+    iterations: int | None = None  # None: the gaussian node's iterations
+    grad_repeats: int | None = None  # None: the gaussian node's; 0: no gradient variance for this sweep
+    panel: str | None = None  # draw in that sweep's estimate panel (error bars) instead of a row of its own
 
 
 @dataclass
@@ -66,6 +71,7 @@ class GaussianConfig:
     lr: float = MISSING
     batch_size: int = MISSING
     iterations: int = MISSING
+    eval_at: list[int] = field(default_factory=list)
     momentum: float = MISSING
     eval_samples: int = MISSING
     grad_repeats: int = MISSING
@@ -91,6 +97,7 @@ class ToyConfig:
     parts: list[str] = MISSING
     threads: int = MISSING
     dpi: int = MISSING
+    formats: list[str] = MISSING
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     gaussian: GaussianConfig = field(default_factory=GaussianConfig)
     propositions: PropositionsConfig = field(default_factory=PropositionsConfig)
