@@ -77,7 +77,12 @@ def load_state_file(path: Path, map_location=None, allowed: list | None = None, 
     file."""
     try:
         with torch.serialization.safe_globals(allowed or []):
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            except RuntimeError as e:
+                if not mmap or "mmap" not in str(e):
+                    raise
+                return torch.load(path, map_location=map_location, weights_only=True)  # a pre-zipfile pickle
     except pickle.UnpicklingError as e:
         detail = next((line for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
         raise CheckpointError(

@@ -169,7 +169,8 @@ def read_json_rows(files: list[Path], columns: tuple[str, ...]) -> tuple[list[di
 
     A line that is not a JSON object becomes an empty row (dropped as malformed in skip mode). Column types are
     explicit: where a column (or a field inside it, like a message's content) holds values of different kinds,
-    the kind most rows have is the column's type and a row holding another is a problem (its value is emptied);
+    the column's type is the kind most rows have among those a row may hold (strings and lists; numbers, booleans
+    and objects only when nothing else is there), and a row holding another is a problem (its value is emptied);
     ``datasets`` would instead coerce the values (the string "5" read as the number 5) and blame valid rows."""
     rows, where, problems = [], [], []
     for path in files:
@@ -197,7 +198,7 @@ def read_json_rows(files: list[Path], columns: tuple[str, ...]) -> tuple[list[di
                 by_kind = counts.setdefault((column, sub), {})
                 by_kind[kind] = by_kind.get(kind, 0) + 1
     expected = {
-        key: max(kinds, key=lambda k: (kinds[k], k == "str"))
+        key: max([k for k in kinds if k in ("str", "list")] or kinds, key=lambda k: (kinds[k], k == "str"))
         for key, kinds in counts.items()
         if len(kinds) > 1
     }

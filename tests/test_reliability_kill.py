@@ -69,9 +69,9 @@ def assert_sound_folder(out: Path) -> None:
         load_state_file(ckpt / "rng-0.pt")
 
 
-def train_cli(tiny_model_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, str(REPO / "align" / "run.py"), *PINNED, f"model.name_or_path={tiny_model_dir}",
-            *TINY_MODEL, *QUICK_RUN, *STEPS, "resume=true", *args]  # fmt: skip
+def train_cli(tiny_model_dir: Path, *args: str, multirun: bool = False) -> list[str]:
+    return [sys.executable, str(REPO / "align" / "run.py"), *(["-m"] if multirun else []), *PINNED,
+            f"model.name_or_path={tiny_model_dir}", *TINY_MODEL, *QUICK_RUN, *STEPS, "resume=true", *args]  # fmt: skip
 
 
 def test_training_killed_at_random_points_resumes_on_the_same_curve(tiny_cfg, tiny_model_dir, tmp_path):
@@ -91,7 +91,7 @@ def test_training_killed_at_random_points_resumes_on_the_same_curve(tiny_cfg, ti
 def test_sweep_killed_at_random_points_resumes_every_job(tiny_cfg, tiny_model_dir, tmp_path):
     rng = random.Random(12)
     sweep = tmp_path / "sweep"
-    cmd = train_cli(tiny_model_dir, "-m", "method=mio,dpo", f"hydra.sweep.dir={sweep}")
+    cmd = train_cli(tiny_model_dir, "method=mio,dpo", f"hydra.sweep.dir={sweep}", multirun=True)
 
     def jobs() -> list[Path]:
         return (

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -374,20 +373,21 @@ def test_read_json_rows_keeps_values_and_names_each_problem(tmp_path):
     ]
 
 
-def test_read_json_rows_takes_the_kind_most_rows_have():
-
+def test_read_json_rows_takes_strings_and_lists_over_other_kinds(tmp_path):
+    """Answers and prompts are strings or message lists: a number is the odd value even where most rows hold one."""
     from align.preference_data import read_json_rows
 
-    with tempfile.TemporaryDirectory() as d:
-        rows = [GOOD | {"chosen": 1}, GOOD | {"chosen": 2}, GOOD | {"chosen": "x"}]
-        path = write(Path(d) / "p.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        out, problems = read_json_rows([path], COLUMNS)
-        assert [r["chosen"] for r in out] == [1, 2, None]
-        assert problems == [
-            f"{path}:3: row 2: field 'chosen': expected a number like the other rows, got a string"
-        ]
-        tie = write(Path(d) / "t.jsonl", json.dumps(GOOD | {"chosen": 1}) + "\n" + json.dumps(GOOD) + "\n")
-        assert [r["chosen"] for r in read_json_rows([tie], COLUMNS)[0]] == [None, "a"]  # a tie: strings win
+    def read(name, values):
+        path = write(tmp_path / name, "".join(json.dumps(GOOD | {"chosen": v}) + "\n" for v in values))
+        rows, problems = read_json_rows([path], COLUMNS)
+        return [r["chosen"] for r in rows], problems
+
+    chosen, problems = read("n.jsonl", [1, 2, "x"])
+    assert chosen == [None, None, "x"] and len(problems) == 2
+    assert problems[0].endswith("row 0: field 'chosen': expected a string like the other rows, got a number")
+    lists = [[{"role": "assistant", "content": "a"}]] * 2
+    assert read("l.jsonl", [*lists, "s"])[0] == [*lists, None]  # more lists than strings: lists
+    assert read("t.jsonl", [lists[0], "s"])[0] == [None, "s"]  # a tie: strings
 
 
 def test_read_json_rows_checks_nested_fields_and_spans_files(tmp_path):
@@ -450,3 +450,25 @@ def test_row_lines_maps_rows_to_file_lines(tmp_path):
     b = write(tmp_path / "b.jsonl", "{}\n{}\n")
     assert row_lines((a, b), [1, 3]) == {1: f"{a}:3", 3: f"{b}:2"}
     assert row_lines((write(tmp_path / "c.parquet", b"x"),), [0]) == {}
+
+
+def test_deepspeed_files_are_checked_before_deepspeed_unpickles_them(tmp_path):
+    """DeepSpeed's own loader unpickles anything: its files are read weights_only first, allowing only the plain data
+    classes it stores (a loss-scale record, its ZeRO stage enum)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    from align.checkpoint import CheckpointError, check_deepspeed_files
+
+    state = tmp_path / "deepspeed" / "state"
+    state.mkdir(parents=True)
+    torch.save(
+        {"loss_scaler": LossScaler(1.0), "zero_stage": ZeroStageEnum(2), "w": torch.ones(3)}, state / "a.pt"
+    )
+    check_deepspeed_files(tmp_path / "deepspeed")
+    marker = tmp_path / "marker"
+    with open(state / "b.pt", "wb") as f:
+        pickle.dump({"x": _Planted(marker)}, f)
+    with pytest.raises(CheckpointError, match=r"b\.pt: refusing to load it"):
+        check_deepspeed_files(tmp_path / "deepspeed")
+    assert not marker.exists()
