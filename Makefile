@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train sweep eval reproduce-table1 report toy lint format data miniature lock clean
+.PHONY: help install test test-real train sweep eval reproduce-table1 report toy lint format data miniature lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ install: $(STAMP)  ## create .venv and install the repo with its pinned dependen
 
 test: $(STAMP) $(ASSETS)  ## run the test suite (CPU, offline, a few minutes)
 	$(PY) -m pytest -q
+
+test-real: $(STAMP) $(ASSETS)  ## the tests on real pretrained weights (SmolLM2-135M from its shipped GGUF; CPU, minutes)
+	$(PY) -m pytest -q -m real
 
 train: $(STAMP)  ## the main job: MIO from the miniature SFT model on its on-policy pairs, benchmark before/after (CPU, minutes)
 	$(PY) -m miniature.train $(ARGS)
