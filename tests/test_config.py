@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
@@ -30,6 +31,11 @@ def test_per_model_trainer_files_apply_to_a_model_of_that_name():
     for f in (CONF_DIR / "trainer" / "for_model").glob("*.yaml"):
         assert (CONF_DIR / "model" / f.name).exists(), f"trainer/for_model/{f.name} names no model"
     assert compose(["output_dir=x", "model=tiny"]).trainer.learning_rate == 1e-3
+    # model=tiny_sft trains with model=tiny's values, held in one file (its own file only includes that one)
+    assert set(yaml.safe_load((CONF_DIR / "trainer/for_model/tiny_sft.yaml").read_text())) == {"defaults"}
+    assert (
+        compose(["output_dir=x", "model=tiny_sft"]).trainer == compose(["output_dir=x", "model=tiny"]).trainer
+    )
     assert compose(["output_dir=x", "model=mistral7b"]).trainer.learning_rate == 5e-7
 
 
