@@ -70,6 +70,11 @@ format: $(STAMP)  ## ruff autofix and format
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+.PHONY: mutation
+mutation: $(STAMP)  ## mutation testing (mutmut, in a copy under .cache/mutation/) of the losses, steps, log-probs, reference cache, checkpoints, data loading; report: docs/mutation.md
+	$(PY) -m pip install -q -c requirements/constraints.txt "$(TORCH)" mutmut
+	$(PY) tests/mutation.py $(ARGS)
+
 lock: $(STAMP)  ## rewrite requirements/constraints.txt from the current environment
 	{ echo "# Exact versions the test suite runs against. Used as pip constraints by the Makefile."; \
 	  echo "# Regenerate: make lock"; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements/constraints.txt

@@ -5,6 +5,7 @@ same curve as an uninterrupted one, metrics rows included (up to timing). Seeded
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -21,7 +22,15 @@ from align.checkpoint import list_checkpoints, load_state_file
 from align.records import read_metrics
 from align.run import run
 
-pytestmark = pytest.mark.slow
+# ~20 minutes on the shared 2-core machine (each kill restarts Python, torch and Hydra): opt in with
+# MIO_SIGKILL_TESTS=1 so that the default suite stays within its few minutes.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("MIO_SIGKILL_TESTS") != "1",
+        reason="SIGKILL tests (~20 min here): MIO_SIGKILL_TESTS=1 pytest tests/test_reliability_kill.py",
+    ),
+]
 
 STEPS = (
     "trainer.max_steps=24",

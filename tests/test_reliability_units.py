@@ -43,6 +43,10 @@ def test_lookup_outside_the_table_names_the_rows():
     table.sums[1] = float("nan")
     with pytest.raises(KeyError, match=r"rows \[5\]"):
         table.lookup(torch.tensor([0, 5]))
+    with pytest.raises(KeyError, match=r"rows \[3\]: the table has rows < 3"):  # one past the end
+        table.lookup(torch.tensor([3]))
+    with pytest.raises(KeyError, match=r"rows \[-1\]"):
+        table.lookup(torch.tensor([-1]))
     with pytest.raises(KeyError, match=r"rows \[1\]"):
         table.lookup(torch.tensor([0, 1]))
 
@@ -308,6 +312,9 @@ def test_last_good_checkpoint_is_the_newest_one_checked_finite(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001", "step-000002", "step-000003"]
     assert latest_checkpoint(tmp_path).name == "step-000003"
     assert last_good_checkpoint(tmp_path).name == "step-000002"
+    (tmp_path / "step-000003" / "trainer_state.json").write_text("{damaged")  # unreadable: passed over
+    (tmp_path / "step-000001" / "trainer_state.json").write_text(json.dumps({"weights_finite": True}))
+    assert last_good_checkpoint(tmp_path).name == "step-000002"
 
 
 def test_save_checkpoint_keeps_the_newest_and_clears_interrupted_saves(tmp_path):
@@ -472,3 +479,234 @@ def test_deepspeed_files_are_checked_before_deepspeed_unpickles_them(tmp_path):
     with pytest.raises(CheckpointError, match=r"b\.pt: refusing to load it"):
         check_deepspeed_files(tmp_path / "deepspeed")
     assert not marker.exists()
+
+
+# ------------------------------------------------------ steps and row checks, unit level (for the mutation pass)
+
+
+def test_batch_order_is_a_seeded_permutation_per_epoch_and_resumable():
+    from align.steps import BatchOrder
+
+    order = BatchOrder(10, 3, seed=5)
+    assert order.per_epoch == 3  # the partial last batch dropped
+    epoch0 = [p for i in range(3) for p in order.positions(i)]
+    assert len(epoch0) == len(set(epoch0)) == 9 and set(epoch0) <= set(range(10))
+    assert epoch0 == torch.randperm(10, generator=torch.Generator().manual_seed(5)).tolist()[:9]
+    epoch1 = [p for i in range(3, 6) for p in order.positions(i)]
+    assert epoch1 == torch.randperm(10, generator=torch.Generator().manual_seed(6)).tolist()[:9]
+    assert BatchOrder(10, 3, seed=5).positions(4) == order.positions(4)  # a resumed run reads the same rows
+    assert order.epoch_order(0) == BatchOrder(10, 3, seed=5).epoch_order(0)
+
+
+def test_grouped_batch_order_sorts_within_megabatches():
+    from align.steps import BatchOrder
+
+    lengths = list(range(200))
+    order = BatchOrder(200, 2, seed=0, lengths=lengths)
+    batches = [order.positions(i) for i in range(order.per_epoch)]
+    assert sorted(p for b in batches for p in b) == list(range(200))
+    assert all(lengths[a] >= lengths[b] for a, b in batches)  # longest first inside a batch
+    spans = [max(lengths[p] for p in b) - min(lengths[p] for p in b) for b in batches]
+    assert max(spans) < 100  # neighbours in length, not random pairs
+
+
+def test_averager_weights_by_pairs():
+    from align.steps import Averager
+
+    avg = Averager()
+    assert avg.read() == {}
+    avg.add({"loss": torch.tensor(1.0), "acc": torch.tensor(0.0)}, 1)
+    avg.add({"loss": torch.tensor(4.0), "acc": torch.tensor(1.0)}, 3)
+    assert avg.read() == pytest.approx({"loss": 3.25, "acc": 0.75})
+    assert avg.keys == ["acc", "loss"]
+
+
+def test_preference_loss_statistics_by_hand():
+    """Two pairs, beta 1, DPO: chosen/rejected sums (-2, -6), (-3, -1) over counts 2; reference sums all -4."""
+    sums = torch.tensor([-2.0, -3.0, -6.0, -1.0], dtype=torch.float64)
+    counts = torch.tensor([2, 2, 2, 2])
+    ref = (torch.full((2, 2), -4.0, dtype=torch.float64), torch.full((2, 2), 2))
+    cfg = method_cfg("dpo", beta=1.0)
+    loss, stats = preference_loss(get_method("dpo"), cfg, sums, counts, ref)
+    margins = torch.tensor([(-2 + 4) - (-6 + 4), (-3 + 4) - (-1 + 4)], dtype=torch.float64)
+    assert loss.item() == pytest.approx(torch.nn.functional.softplus(-margins).mean().item())
+    assert stats["rewards/chosen"].item() == pytest.approx(1.5)  # (2 + 1) / 2
+    assert stats["rewards/rejected"].item() == pytest.approx(0.5)  # (-2 + 3) / 2
+    assert stats["rewards/margins"].item() == pytest.approx(1.0)
+    assert stats["rewards/accuracies"].item() == pytest.approx(0.5)
+    assert stats["logps/chosen"].item() == pytest.approx(-2.5)
+    assert stats["logps/rejected"].item() == pytest.approx(-3.5)
+    assert stats["logps/chosen_mean"].item() == pytest.approx(-1.25)
+    assert stats["logps/rejected_mean"].item() == pytest.approx(-1.75)
+    assert stats["nll/chosen"].item() == pytest.approx(1.25)
+    assert stats["displacement/chosen"].item() == pytest.approx(1.5)  # (-2 + 4, -3 + 4) / 2
+    assert stats["displacement/rejected"].item() == pytest.approx(0.5)
+    assert stats["displacement/chosen_per_token"].item() == pytest.approx(0.75)
+    assert stats["displacement/chosen_below_ref"].item() == 0.0
+    _, free = preference_loss(get_method("simpo"), method_cfg("simpo"), sums, counts, None)
+    assert not any(k.startswith("displacement/") for k in free)
+
+
+def test_to_device_moves_every_entry():
+    from align.steps import to_device
+
+    batch = {"a": torch.ones(2), "b": torch.zeros(1, dtype=torch.long)}
+    moved = to_device(batch, torch.device("cpu"))
+    assert moved.keys() == batch.keys() and all(torch.equal(moved[k], batch[k]) for k in batch)
+
+
+def row_cfg(**values):
+    from align.config import DatasetConfig
+
+    return OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"path": "x", **values})
+
+
+MESSAGES = {
+    "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "row", "error"),
+    [
+        ("strings", {"prompt": "q", "rejected": "b"}, "field 'chosen': missing"),
+        ("strings", {"prompt": "q", "chosen": None, "rejected": "b"}, "field 'chosen': missing"),
+        ("strings", {"prompt": "q", "chosen": "a", "rejected": None}, "field 'rejected': missing"),
+        (
+            "strings",
+            {"prompt": "q", "chosen": 7, "rejected": "b"},
+            "field 'chosen': expected a string, got int",
+        ),
+        ("strings", {"prompt": "q", "chosen": " ", "rejected": "b"}, "field 'chosen': empty response"),
+        (
+            "strings",
+            {"prompt": "q", "chosen": "a", "rejected": "a"},
+            "field 'rejected': identical to 'chosen'",
+        ),
+        (
+            "strings",
+            {"prompt": " ", "chosen": "a", "rejected": "b"},
+            "field 'prompt': missing or empty prompt",
+        ),
+        ("strings", {"chosen": "a", "rejected": "b"}, "field 'prompt': missing or empty prompt"),
+        ("messages", MESSAGES | {"chosen": []}, "field 'chosen': expected a non-empty list of chat messages"),
+        (
+            "messages",
+            MESSAGES | {"chosen": "a"},
+            "field 'chosen': expected a non-empty list of chat messages",
+        ),
+        ("messages", MESSAGES | {"rejected": [{"role": "user"}]}, "field 'rejected': every message needs"),
+        (
+            "messages",
+            MESSAGES | {"chosen": MESSAGES["chosen"][:1]},
+            "the last message must be the assistant's",
+        ),
+        (
+            "messages",
+            MESSAGES
+            | {"rejected": [{"role": "user", "content": "z"}, {"role": "assistant", "content": "b"}]},
+            "field 'rejected': its conversation differs from 'chosen' before the answer",
+        ),
+        ("messages", {k: v[1:] for k, v in MESSAGES.items()}, "field 'prompt': missing and the messages"),
+        ("hh", {"chosen": "no turns", "rejected": "x"}, "field 'chosen': not an HH dialogue"),
+        (
+            "hh",
+            {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: other\n\nAssistant: b"},
+            "its dialogue differs",
+        ),
+        ("ultrainteract", {"trajectory": [], "chosen": "a", "rejected": "b"}, "field 'trajectory': expected"),
+        (
+            "ultrainteract",
+            {"trajectory": [{"from": "user", "value": 3}], "chosen": "a", "rejected": "b"},
+            "every turn needs a string 'value'",
+        ),
+    ],
+)
+def test_normalise_row_names_the_field(fmt, row, error):
+    from align.preference_data import normalise_row
+
+    cfg = row_cfg(prompt_field="trajectory") if fmt == "ultrainteract" else row_cfg()
+    with pytest.raises(MalformedDataError) as e:
+        normalise_row(row, fmt, cfg)
+    assert error in str(e.value)
+
+
+def test_normalise_row_reads_every_format():
+    from align.preference_data import Example, detect_format, normalise_row
+
+    cfg = row_cfg()
+    ex = normalise_row({"prompt": "q", "chosen": "a", "rejected": "b"}, "strings", cfg)
+    assert ex == Example([{"role": "user", "content": "q"}], "a", "b", ("q", "a", "b"))
+    ex = normalise_row(MESSAGES, "messages", cfg)
+    assert ex.prompt == [{"role": "user", "content": "q"}] and (ex.chosen, ex.rejected) == ("a", "b")
+    assert ex.plain is None
+    explicit = {"prompt": [{"role": "user", "content": "p"}], **{k: v[1:] for k, v in MESSAGES.items()}}
+    assert normalise_row(explicit, "messages", cfg).prompt == [{"role": "user", "content": "p"}]
+    text_prompt = {"prompt": "p", **{k: v[1:] for k, v in MESSAGES.items()}}
+    assert normalise_row(text_prompt, "messages", cfg).prompt == [{"role": "user", "content": "p"}]
+    hh = {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"}
+    ex = normalise_row(hh, "hh", cfg)
+    assert ex.prompt == [{"role": "user", "content": "q"}] and (ex.chosen, ex.rejected) == ("a", "b")
+    assert ex.plain == ("\n\nHuman: q\n\nAssistant:", " a", " b")
+    traj = {
+        "trajectory": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "t"}],
+        "chosen": "a",
+        "rejected": "b",
+    }
+    ex = normalise_row(traj, "ultrainteract", row_cfg(prompt_field="trajectory"))
+    assert ex.prompt == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "t"}]
+    with pytest.raises(ValueError, match="dataset.format='nope'"):
+        normalise_row({"chosen": "a", "rejected": "b"}, "nope", cfg)
+    assert detect_format(["trajectory", "chosen"], {"chosen": "a"}, cfg) == "ultrainteract"
+    assert detect_format(["prompt", "chosen"], MESSAGES, cfg) == "messages"
+    assert detect_format(["chosen", "rejected"], hh, cfg) == "hh"
+    assert detect_format(["prompt", "chosen"], {"chosen": "a"}, cfg) == "strings"
+
+
+def test_expected_counts_lose_the_first_answer_token_without_a_prompt():
+    import datasets
+
+    from align.reference import expected_counts
+
+    cols = {
+        "prompt_ids": [[1, 2], [], []],
+        "chosen_ids": [[3, 3, 3], [3, 3], []],
+        "rejected_ids": [[4], [4], [4, 4]],
+    }
+    split = Split(datasets.Dataset.from_dict(cols | {"row": [0, 1, 2]}), "units", "t")
+    counts = expected_counts(split)
+    assert counts.dtype == torch.float32 and counts.tolist() == [[3.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+def test_a_planted_reference_cache_file_is_recomputed_not_run(tmp_path):
+    from align.reference import load_or_compute
+
+    split, marker = token_split(6), tmp_path / "marker"
+    path = tmp_path / "reference_logps" / "abc.pt"
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as f:
+        pickle.dump({"sums": _Planted(marker)}, f)
+    table = load_or_compute(split, "abc", tmp_path, lambda: table_of(split), "train")
+    assert not marker.exists() and torch.equal(table.counts, table_of(split).counts)
+    assert torch.load(path, weights_only=True)["key"] == "abc"  # replaced by the computed table
+
+
+def test_load_checkpoint_checks_deepspeed_files_and_needs_this_ranks_file(tmp_path):
+    from align.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    ckpt = save_checkpoint(_NoEngine(), None, tmp_path, 1, {"step": 1}, keep=0)
+    (ckpt / "deepspeed").mkdir()
+    marker = tmp_path / "marker"
+    with open(ckpt / "deepspeed" / "x.pt", "wb") as f:
+        pickle.dump({"x": _Planted(marker)}, f)
+    with pytest.raises(CheckpointError, match=r"deepspeed/x\.pt: refusing to load it"):
+        load_checkpoint(_NoEngine(), ckpt)
+    assert not marker.exists()
+    (ckpt / "deepspeed" / "x.pt").unlink()
+    assert load_checkpoint(_NoEngine(), ckpt) == ({"step": 1}, {})
+    (ckpt / "rng-0.pt").unlink()
+    with pytest.raises(
+        CheckpointError, match=r"rng-0\.pt: missing \(the checkpoint was saved with another number"
+    ):
+        load_checkpoint(_NoEngine(), ckpt)
