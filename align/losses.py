@@ -167,8 +167,9 @@ def bco_pair(
 ) -> LossOutput:
     """Pairwise BCO (Jung et al. 2024): ``-log s(T_w - delta) - log s(-(T_l - delta))``.
 
-    BCO shifts rewards by a running mean delta; a pure function cannot keep one, so delta is a fixed knob (TRL's
-    running mean is not reproduced; delta = 0 is the unshifted binary classifier).
+    The BCO paper shifts rewards by a running mean delta; a pure function cannot keep one, so delta is a fixed knob
+    (delta = 0 is the unshifted binary classifier). TRL 1.16's ``bco_pair`` keeps no running mean either: it is this
+    loss at delta = 0.
     """
     tw = beta * (policy_chosen_logps - reference_chosen_logps)
     tl = beta * (policy_rejected_logps - reference_rejected_logps)
