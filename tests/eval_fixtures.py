@@ -15,6 +15,10 @@ prompts with a ChatML template, so it runs under both prompt protocols.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from lm_eval.api.model import LM
 
 WRONG_CODE = "    return None\n"
@@ -169,3 +173,26 @@ class ScriptedLM(LM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError
+
+
+# --- what a run asked and scored, for comparing two ways of loading the same tasks -------------------------------
+GOLDEN_PROMPTS = Path(__file__).parent / "golden" / "eval_prompts.json"
+
+
+def prompts_and_scores(preset_dir: Path, names: list[str]) -> dict:
+    """{benchmark: {"results": lm-eval's results, "samples": one row per request}} of a finished run, from its files.
+
+    A sample row is [task, doc_id, filter, sha256 of the request's arguments (the rendered prompt and the
+    generation settings: stop strings, token cap), lm-eval's target hash, the item's metric values]: enough to show
+    that the same prompts went out and the same scores came back, small enough to keep in the repository."""
+    out = {}
+    for name in names:
+        record = json.loads((preset_dir / f"{name}.json").read_text())
+        rows = []
+        for line in (preset_dir / "samples" / f"{name}.jsonl").read_text().splitlines():
+            s = json.loads(line)
+            arguments = hashlib.sha256(json.dumps(s["arguments"], sort_keys=True).encode()).hexdigest()
+            metrics = {m: s[m] for m in s["metrics"]}
+            rows.append([s["task"], s["doc_id"], s["filter"], arguments, s["target_hash"], metrics])
+        out[name] = {"results": record["metrics"], "samples": sorted(rows, key=lambda r: r[:3])}
+    return out

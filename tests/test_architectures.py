@@ -30,6 +30,7 @@ MODEL_ARCHS = {
     "smollm2_135m": "llama_tied",
     "tiny": "llama",
     "tiny_sft": "llama",
+    "mini_sft": "llama_tied",  # miniature/build.py: Llama with tied embeddings
 }
 SMALL = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2

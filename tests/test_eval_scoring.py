@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_fixtures import ScriptedLM
+from eval_fixtures import GOLDEN_PROMPTS, ScriptedLM, prompts_and_scores
 
 from eval import benchmarks as bm
 from eval.config import compose
@@ -46,18 +46,18 @@ def _only(*names: str, suite: tuple[str, ...] = (*EIGHT, "miniature")) -> list[s
 
 @pytest.fixture(scope="module")
 def right(checkpoint, tmp_path_factory):
-    return _run(checkpoint, tmp_path_factory.mktemp("right"), "right")
+    return _run(checkpoint, tmp_path_factory.mktemp("right"), "right", *_only(*EIGHT))
 
 
 @pytest.fixture(scope="module")
 def wrong(checkpoint, tmp_path_factory):
-    return _run(checkpoint, tmp_path_factory.mktemp("wrong"), "wrong")
+    return _run(checkpoint, tmp_path_factory.mktemp("wrong"), "wrong", *_only(*EIGHT))
 
 
 @pytest.fixture(scope="module", params=["chat", "plain"])
 def run_on(request, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"run-on-{request.param}")
-    return _run(checkpoint, out, "run_on", f"prompt.protocol={request.param}")
+    return _run(checkpoint, out, "run_on", f"prompt.protocol={request.param}", *_only(*EIGHT))
 
 
 @pytest.mark.parametrize("name", EIGHT)
@@ -78,6 +78,20 @@ def test_an_answer_followed_by_an_invented_problem_still_scores_right(run_on, na
     plain-text example, so it scored the invented problem's answer."""
     cfg, _, summary = run_on
     assert summary["scores"][name] == 1.0, cfg.prompt.protocol
+
+
+def test_the_same_prompts_and_scores_as_the_golden_record(run_on):
+    """tests/golden/eval_prompts.json holds what these runs asked and scored (every request's rendered prompt and
+    generation settings, hashed; every item's metrics; lm-eval's results) under both protocols, recorded with the
+    task loading of commit 3ff39f8. A change to how tasks are loaded or prompts rendered (e.g. lm-eval's public
+    ``include:`` overlays in place of its private loader modules) must reproduce them exactly, or regenerate the
+    file on purpose."""
+    cfg, _, _ = run_on
+    golden = json.loads(GOLDEN_PROMPTS.read_text())[cfg.prompt.protocol]
+    now = json.loads(json.dumps(prompts_and_scores(Path(cfg.output_dir) / "mio8_mini", EIGHT)))
+    for name in EIGHT:
+        assert now[name]["samples"] == golden[name]["samples"], name
+        assert now[name]["results"] == golden[name]["results"], name
 
 
 def test_a_model_that_writes_exit_scores_zero(checkpoint, tmp_path):
