@@ -7,7 +7,10 @@ protocol (``prompt.protocol``: chat or plain) picks each benchmark's task varian
 each benchmark of the preset, in order: build the settings that determine its result (checkpoint content hash, task
 files, data and its pinned revision, protocol and generation settings, seeds, lm-eval version), skip it if
 ``<benchmark>.json`` already holds a result with the same settings hash, else run it and write the result
-atomically. The model is loaded once, and only if some benchmark
+atomically. A benchmark runs through lm-eval's public interface: its tasks pointed at their data by
+``include:`` overlay YAMLs in ``<preset>/tasks/<benchmark>/`` (``eval.lmtasks``), its requests in lm-eval's request
+cache (``<preset>/requests/``: a killed benchmark resumes at the first unanswered request), lm-eval's own result and
+sample files written to ``<preset>/lm_eval/`` beside ours. The model is loaded once, and only if some benchmark
 needs computing; a rerun with unchanged settings loads nothing and writes nothing. ``summary.json`` holds each
 benchmark's primary score and the preset average (``eval.benchmarks.average``). Layout: eval/README.md.
 """
@@ -224,33 +227,86 @@ def code_execution(cfg: DictConfig, bench: bm.Benchmark):
                 os.environ[k] = v
 
 
-def evaluate_benchmark(lm, tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str) -> dict:
-    """Run one benchmark through ``lm_eval.simple_evaluate``; return lm-eval's output dict."""
-    import lm_eval
+def task_manager_for(source_tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str, out_dir: Path):
+    """The TaskManager that runs ``task``: over its generated ``include:`` overlays in
+    ``<out_dir>/tasks/<benchmark>/`` (data pinned or local), or ``source_tm`` where the task runs as defined."""
+    files = lmtasks.overlays(source_tm, bench, task, cfg.benchmarks.local_data, entry.get("data_file"))
+    if not files:
+        return source_tm
+    folder = lmtasks.write_overlays(
+        out_dir / "tasks" / bench.name, files, f"benchmark {bench.name}, task {task}"
+    )
+    return lmtasks.overlay_task_manager(folder)
 
-    spec = lmtasks.task_spec(tm, bench, task, cfg.benchmarks.local_data, entry.get("data_file"))
+
+def request_cache(out_dir: Path, bench: bm.Benchmark, key: str) -> Path:
+    """lm-eval's request cache for one benchmark under one settings hash (``use_cache``; lm-eval appends
+    ``_rank<N>.db``): every answered request is stored as it comes back, so a killed run resumes mid-benchmark."""
+    return out_dir / "requests" / f"{bench.name}-{key[:16]}"
+
+
+def clear_request_cache(prefix: Path) -> None:
+    for path in prefix.parent.glob(f"{prefix.name}_rank*.db"):
+        path.unlink()
+
+
+def evaluate_benchmark(
+    lm, tm, cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str, cache: Path, tracker
+):
+    """Run one benchmark through ``lm_eval.simple_evaluate``, each request cached in ``cache`` as it is answered
+    (lm-eval's ``use_cache``) and the run described to ``tracker``; return lm-eval's output dict."""
+    import lm_eval
+    from lm_eval.api.model import CacheHook
+
     kwargs = gen_kwargs(cfg, entry)
     prompt = protocol(cfg)
     s = cfg.seeds
-    with code_execution(cfg, bench):
-        return lm_eval.simple_evaluate(
-            model=lm,
-            tasks=[spec],
-            task_manager=tm,
-            num_fewshot=entry.get("num_fewshot"),
-            limit=cfg.limit,
-            bootstrap_iters=cfg.bootstrap_iters,
-            log_samples=True,
-            system_instruction=prompt["system_instruction"],
-            apply_chat_template=prompt["apply_chat_template"],
-            fewshot_as_multiturn=prompt["fewshot_as_multiturn"],
-            gen_kwargs=kwargs or None,
-            random_seed=s.random,
-            numpy_random_seed=s.numpy,
-            torch_random_seed=s.torch,
-            fewshot_random_seed=s.fewshot,
-            confirm_run_unsafe_code=bool(cfg.unsafe_code and bench.code),
-        )
+    try:
+        with code_execution(cfg, bench):
+            return lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[task],
+                task_manager=tm,
+                num_fewshot=entry.get("num_fewshot"),
+                limit=cfg.limit,
+                bootstrap_iters=cfg.bootstrap_iters,
+                log_samples=True,
+                use_cache=str(cache),
+                evaluation_tracker=tracker,
+                system_instruction=prompt["system_instruction"],
+                apply_chat_template=prompt["apply_chat_template"],
+                fewshot_as_multiturn=prompt["fewshot_as_multiturn"],
+                gen_kwargs=kwargs or None,
+                random_seed=s.random,
+                numpy_random_seed=s.numpy,
+                torch_random_seed=s.torch,
+                fewshot_random_seed=s.fewshot,
+                confirm_run_unsafe_code=bool(cfg.unsafe_code and bench.code),
+            )
+    finally:  # close the cache (what was answered is on disk, also after an error) and unhook it from the model
+        db = getattr(getattr(lm, "cache_hook", None), "dbdict", None)
+        lm.set_cache_hook(CacheHook(None))
+        if db is not None:
+            db.close()
+
+
+def lm_eval_tracker(folder: Path, bench: bm.Benchmark):
+    """lm-eval's EvaluationTracker, writing where its CLI's ``--output_path <folder>/<benchmark>.json`` would."""
+    from lm_eval.loggers import EvaluationTracker
+
+    return EvaluationTracker(output_path=str(folder / f"{bench.name}.json"))
+
+
+def write_lm_eval_files(out: dict, tracker, cfg: DictConfig) -> None:
+    """lm-eval's own output files, as its CLI writes them (``--output_path ... --log_samples``):
+    ``<benchmark>_<time>.json`` (results, configs, task hashes, the run's description) and, with
+    ``write_samples``, ``samples_<task>_<time>.jsonl`` per task."""
+    tracker.general_config_tracker.model_name = str(cfg.checkpoint)
+    results = {k: v for k, v in out.items() if k != "samples"}  # the tracker adds keys to what it is given
+    samples = out.get("samples") if cfg.write_samples else None
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for name in out.get("configs", {}) if samples else ():
+        tracker.save_results_samples(task_name=name, samples=samples[name])
 
 
 def chat_template_sha(lm, cfg: DictConfig) -> str | None:
@@ -451,19 +507,24 @@ def _run(cfg: DictConfig, lm) -> dict:
         else:
             plan.append((bench, entry, task, settings, key))
 
-    tm = None
+    source_tm = None
     loaded_here = False
     try:
         for bench, entry, task, settings, key in plan:
             if lm is None:
                 lm, loaded_here = load_model(cfg, checkpoint.get("commit")), True
-            if tm is None:
-                tm = lmtasks.task_manager(
+            if source_tm is None:
+                source_tm = lmtasks.task_manager(
                     [b for b, _ in chosen], [benchmark_task(cfg, b, e) for b, e in chosen]
                 )
+            tm = task_manager_for(source_tm, cfg, bench, entry, task, out_dir)
+            cache = request_cache(out_dir, bench, key)
+            if cfg.overwrite:
+                clear_request_cache(cache)
             log.info("%s: evaluating task %s", bench.name, task)
             start = time.perf_counter()
-            out = evaluate_benchmark(lm, tm, cfg, bench, entry, task)
+            tracker = lm_eval_tracker(out_dir / "lm_eval", bench)
+            out = evaluate_benchmark(lm, tm, cfg, bench, entry, task, cache, tracker)
             seconds = time.perf_counter() - start
             if out is None:  # a non-zero rank of a data-parallel run: rank 0 writes
                 continue
@@ -473,7 +534,9 @@ def _run(cfg: DictConfig, lm) -> dict:
                     {"task": t, **s} for t, samples in (out.get("samples") or {}).items() for s in samples
                 ]
                 write_jsonl_atomic(out_dir / "samples" / f"{bench.name}.jsonl", rows)
+            write_lm_eval_files(out, tracker, cfg)
             write_json_atomic(out_dir / f"{bench.name}.json", record)
+            clear_request_cache(cache)  # the result file is the cache from here on
             records[bench.name] = record
             log.info("%s: %s = %.4f (%.1f s)", bench.name, bench.key, record["score"], seconds)
             write_if_changed(out_dir / "summary.json", build_summary(cfg, chosen, records, checkpoint))

@@ -9,8 +9,9 @@ chain-of-thought text ending in the task's answer phrase, or code that the task'
 - ``exits``: for the code tasks, a program that calls ``exit()`` / ``sys.exit(0)`` before the tests run; must
   score 0 (the old runner counted exit code 0 as a pass).
 
-Like lm-eval's HF model it cuts each generation at the request's stop strings (``until``), and it renders chat
-prompts with a ChatML template, so it runs under both prompt protocols.
+Like lm-eval's HF model it cuts each generation at the request's stop strings (``until``), hands each answer to
+lm-eval's request cache as soon as it has it, and renders chat prompts with a ChatML template, so it runs under both
+prompt protocols. ``fail_after=n`` makes it raise when asked for answer n + 1 (a run killed mid-benchmark).
 """
 
 from __future__ import annotations
@@ -136,21 +137,27 @@ class ScriptedLM(LM):
     EOS = "<|im_end|>"
     TEMPLATE = "scripted ChatML: <|im_start|>{role}\\n{content}<|im_end|>\\n"
 
-    def __init__(self, right: bool = True, mode: str | None = None):
+    def __init__(
+        self, right: bool = True, mode: str | None = None, fail_after: int | None = None, **_lm_args
+    ):
         super().__init__()
         self.mode = mode or ("right" if right else "wrong")
+        self.fail_after = fail_after  # raise (a killed run) when asked for more than this many answers
         self.calls = 0
         self.contexts: list[str] = []
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        self.calls += len(requests)
         out = []
         for req in requests:
+            if self.fail_after is not None and self.calls >= self.fail_after:
+                raise RuntimeError(f"scripted failure after {self.calls} answers")
+            self.calls += 1
             context, gen_kwargs = req.args
             self.contexts.append(context)
             text = answer(self.mode, req.task_name, req.doc)
             for stop in [*(gen_kwargs.get("until") or []), self.EOS]:  # as lm-eval's HFLM post-processing
                 text = text.split(stop)[0]
+            self.cache_hook.add_partial("generate_until", req.args, text)  # as HFLM: each answer as it comes
             out.append(text)
         return out
 

@@ -101,7 +101,13 @@ def test_an_interrupted_run_resumes_at_the_first_unfinished_benchmark(first_run,
     after = _stamps(folder)
     assert len(loads) == 1 and summary["complete"]
     changed = {name for name in after if before.get(name) != after[name]}
-    assert changed == {"math.json", "samples/math.jsonl"}  # same scores: summary.json left as it was
+    ours = {name for name in changed if not name.startswith("lm_eval/")}
+    assert ours == {"math.json", "samples/math.jsonl"}  # same scores: summary.json left as it was
+    assert {n.split("_2")[0] for n in changed - ours} == {  # lm-eval's own files, new ones for MATH only
+        "lm_eval/math",
+        "lm_eval/samples_mio_math_algebra",
+        "lm_eval/samples_mio_math_prealgebra",
+    }
 
 
 def test_a_changed_setting_is_not_served_from_the_cache(first_run, tiny_checkpoint):

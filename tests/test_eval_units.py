@@ -293,9 +293,7 @@ def test_primary_score_reads_the_tables_key():
 
 
 def _yaml(path: Path) -> dict:
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    return load_yaml(path, resolve_func=False, recursive=True)
+    return lmtasks.read_yaml(path)
 
 
 def test_humaneval_tasks_are_lm_evals_apart_from_the_scorer():
@@ -385,10 +383,12 @@ def test_math_tasks_are_lm_evals_minerva_math_apart_from_the_equivalence_check()
     )["task"]
 
 
-def _loaded(tm, name: str) -> list[dict]:
-    """The task configs eval/harness.py hands lm-eval for ``name`` (a group: every member), hub data."""
-    _, configs = lmtasks.task_configs(tm, BENCHMARKS[name], BENCHMARKS[name].task)
-    return configs
+def _loaded(tm, name: str, folder: Path) -> list[dict]:
+    """The task configs lm-eval reads for ``name`` from the overlays eval/harness.py writes (a group: every
+    member), hub data."""
+    files = lmtasks.overlays(tm, BENCHMARKS[name], BENCHMARKS[name].task)
+    lmtasks.write_overlays(folder, files, "test")
+    return [lmtasks.read_yaml(folder / f) for f, overlay in files.items() if isinstance(overlay["task"], str)]
 
 
 @pytest.fixture(scope="module")
@@ -398,22 +398,22 @@ def eight_tm():
 
 
 @pytest.mark.parametrize("name", EIGHT)
-def test_every_dataset_is_pinned_to_a_revision_and_loads_at_it(eight_tm, name):
+def test_every_dataset_is_pinned_to_a_revision_and_loads_at_it(eight_tm, name, tmp_path):
     bench = BENCHMARKS[name]
     assert re.fullmatch(r"[0-9a-f]{40}|refs/pr/\d+", bench.revision or ""), bench.revision
     assert bench.dataset in REVISION_SOURCES and bench.items and bench.split
-    configs = _loaded(eight_tm, name)
+    configs = _loaded(eight_tm, name, tmp_path)
     assert configs and all(c["dataset_kwargs"]["revision"] == bench.revision for c in configs)
     assert all(c["dataset_path"] == bench.dataset and c["test_split"] == bench.split for c in configs)
 
 
 @pytest.mark.parametrize("name", EIGHT)
-def test_every_task_keeps_its_own_paper_scale_token_cap(eight_tm, name):
+def test_every_task_keeps_its_own_paper_scale_token_cap(eight_tm, name, tmp_path):
     """lm-eval's default of 256 new tokens truncates long solutions (MATH's especially)."""
     from eval.config import compose
 
     assert not compose(["benchmarks=mio8"]).benchmarks.gen_kwargs  # no preset-wide cap at paper scale
-    for cfg in _loaded(eight_tm, name):
+    for cfg in _loaded(eight_tm, name, tmp_path):
         assert cfg["generation_kwargs"].get("max_gen_toks", 256) >= 1024, cfg["task"]
 
 
