@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from align import distributed as dist
-from align.records import read_json, write_json
+from common.records import read_json, write_json
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from align import distributed as dist
 from align.config import Config, register_configs
-from align.run import train_here
+from align.run_folder import train_here
 
 
 def main(config_file: str) -> None:

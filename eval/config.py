@@ -17,7 +17,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig
 
 from align.config import ModelConfig, PathsConfig
-from align.fingerprint import is_local
+from common.fingerprint import is_local
+from common.identity import runtime, runtime_keys
 
 
 @dataclass
@@ -47,7 +48,7 @@ class BackendConfig:
     device: str = "auto"
     max_length: int | None = None
     trust_remote_code: bool = False
-    cpu_threads: int | None = None
+    cpu_threads: int | None = runtime(None)  # speed only: not in a result's key
     model_args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,9 +97,15 @@ class EvalConfig:
     unsafe_code: bool = False
     code_timeout_s: float | None = None
     code_workers: int | None = None
-    output_dir: str = MISSING
-    write_samples: bool = True
-    overwrite: bool = False
+    output_dir: str = runtime(MISSING)
+    write_samples: bool = runtime(True)
+    overwrite: bool = runtime(False)
+
+
+# Backend settings that do not count in a result's key (eval.harness.common_settings leaves them out).
+SPEED_ONLY_BACKEND_KEYS = tuple(
+    k.removeprefix("backend.") for k in runtime_keys(EvalConfig) if k.startswith("backend.")
+)
 
 
 def checkpoint_slug(checkpoint: str | None, fallback: str | None = None) -> str:

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from align.records import write_text_atomic
+from common import identity
+from common.records import write_text_atomic
 
 SCHEMA = "mio-eval-result/1"
 SUMMARY_SCHEMA = "mio-eval-summary/1"
@@ -67,18 +68,19 @@ def read_json(path: str | os.PathLike) -> dict | None:
 
 
 def settings_hash(settings: dict) -> str:
-    """The key a result file is reused by: sha256 of the canonical JSON of its settings."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=_default).encode()).hexdigest()
+    """The key a result file is reused by: sha256 of the canonical JSON of its settings (``common.identity``, as a
+    training run's config digest; the settings leave out the schema's runtime-only fields, eval/config.py)."""
+    return identity.digest(settings, default=_default)
 
 
 def is_complete(record: dict | None, key: str) -> bool:
-    """A result for these settings (``key``) whose content is as written (its seal matches)."""
-    return (
-        bool(record)
-        and record.get("schema") == SCHEMA
-        and record.get("settings_hash") == key
-        and record.get("record_sha256") == record_hash(record)
-    )
+    """A result for these settings (``key``) whose content is as written (its seal matches): the one "already
+    computed?" check (``common.identity.is_done``) that training runs use too."""
+    return identity.is_done(record, key, "settings_hash", _sealed)
+
+
+def _sealed(record: dict) -> bool:
+    return record.get("schema") == SCHEMA and record.get("record_sha256") == record_hash(record)
 
 
 def sample_task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:
