@@ -13,8 +13,6 @@ import contextlib
 import functools
 import logging
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from align.logprobs import PolicyLogps, model_inputs
 from align.losses import get_method
 from align.models import attention_window, load_causal_lm, load_tokenizer, model_fingerprint, resolve_dtype
 from align.preference_data import PreferenceData, Split, collate, collate_shared, load_preference_data
-from align.records import MetricsLog
+from align.progress import Progress, Reporter, StopSignal, Window, every
 from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute, spot_checker
 from align.steps import Averager, BatchOrder, preference_loss, to_device
 
@@ -48,29 +46,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class TrainingInterrupted(RuntimeError):
     """SIGTERM arrived; the run saved a checkpoint at the end of the step and stopped (resume=true continues)."""
-
-
-class StopSignal:
-    """SIGTERM (scancel, SLURM preemption, a launcher stopping its ranks) asks the loop to finish its step, save a
-    checkpoint and stop, instead of losing everything since the last periodic checkpoint. Ranks agree on it."""
-
-    def __init__(self):
-        self.flag = False
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.flag = True
-
-    def requested(self, device: torch.device) -> bool:
-        if dist.world_size() == 1:
-            return self.flag
-        return bool(dist.all_reduce_sum(torch.tensor([float(self.flag)], device=device)).item() > 0)
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s), for MFU.
@@ -91,6 +66,140 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def resolve_device(name: str) -> torch.device:
+    """``device``: auto (cuda when available, else cpu); cuda is this rank's local device."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", dist.local_rank())
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``trainer.precision`` (a typed choice, align.config.Precision): auto is bf16 on a bf16-capable GPU."""
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def batch_order(train: Split, tr, seed: int) -> BatchOrder:
+    """The seeded order of the train pairs (grouped by length when ``trainer.group_by_length``)."""
+    lengths = None
+    if tr.group_by_length:
+        cols = train.dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+        lengths = [
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"], strict=True)
+        ]
+    order = BatchOrder(len(train.dataset), tr.per_device_train_batch_size, seed, lengths)
+    if order.per_epoch == 0:
+        raise ValueError(
+            f"{len(train.dataset)} train pairs are fewer than one batch of "
+            f"{tr.per_device_train_batch_size} x {dist.world_size()} ranks"
+        )
+    return order
+
+
+def load_reference_model(cfg, device: torch.device, bf16: bool, use_ds: bool):
+    """A frozen copy of the initial weights as a forward ``batch -> (sums, counts)``: sharded by a ZeRO-3 inference
+    engine, else a replica."""
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    ref = PolicyLogps(load_causal_lm(cfg.model, dtype, trainable=False), cfg.model.logps_chunk_size)
+    if use_ds and cfg.deepspeed.zero_stage == 3:
+        import deepspeed
+
+        conf = {
+            "train_micro_batch_size_per_gpu": 1,
+            "zero_optimization": {"stage": 3},
+            "bf16": {"enabled": bf16},
+        }
+        engine = deepspeed.initialize(model=ref, config=conf)[0]
+        engine.eval()
+        return lambda b: engine(**model_inputs(b))
+    ref.to(device)
+    return lambda b: ref(**model_inputs(b))
+
+
+def nonfinite_weights(policy) -> list[str]:
+    """Names of trainable parameters holding a NaN or infinity (this rank's ZeRO-3 partition; ranks agree).
+    A float32 sum per tensor: non-finite values propagate into it, finite weights cannot overflow it."""
+    named = [(n, getattr(p, "ds_tensor", p)) for n, p in policy.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    sums = torch.stack([t.detach().sum(dtype=torch.float32) for _, t in named])
+    bad = dist.all_reduce_sum((~torch.isfinite(sums)).float())
+    return [n for (n, _), b in zip(named, bad.tolist(), strict=True) if b > 0]
+
+
+class ReferenceLogps:
+    """The reference log-probs of a batch: cached tables, one per split, computed once by the initial policy
+    (``trainer.reference=precompute``), or a frozen reference model's forward per step (``model``). Reference-free
+    methods get the cached tables too (for the displacement statistics), but no reference model."""
+
+    def __init__(self, cfg, method, device: torch.device, bf16: bool, use_ds: bool, autocast):
+        self.cfg, self.method, self.device, self.bf16, self.use_ds = cfg, method, device, bf16, use_ds
+        self.autocast = autocast
+        self.model = None
+        self.tables: dict[str, ReferenceTable] = {}
+
+    def setup(self, policy_forward, data: PreferenceData, collate, fresh: bool) -> None:
+        """The tables from the cache (a cached table is checked against one batch scored again by the policy at
+        step 0), computing them if needed; or the frozen model."""
+        cfg = self.cfg
+        mode = cfg.trainer.reference  # a typed choice (align.config.Reference): precompute or model
+        if mode == "model":
+            if self.method.needs_reference:
+                self.model = load_reference_model(cfg, self.device, self.bf16, self.use_ds)
+            return
+        fp = model_fingerprint(cfg.model, cfg.paths.cache_dir)
+        precision = "bf16" if self.bf16 else str(resolve_dtype(cfg.model.dtype, self.device))
+        bs = cfg.trainer.per_device_eval_batch_size
+        forward = None
+
+        def compute(split):
+            nonlocal forward
+            if forward is None:  # at step 0 the policy *is* the reference; after a resume, load the reference
+                forward = (
+                    policy_forward
+                    if fresh
+                    else load_reference_model(cfg, self.device, self.bf16, self.use_ds)
+                )
+            with self.autocast():
+                return compute_table(forward, split, bs, collate, self.device)
+
+        def checked_forward(batch):
+            with self.autocast():
+                return policy_forward(batch)
+
+        tolerance = 1e-4 if precision == str(torch.float32) else 2e-2  # nats per token
+        for name, split in (("train", data.train), ("eval", data.eval)):
+            if split is not None:
+                key = cache_key(fp, split, precision)
+                check = (
+                    spot_checker(checked_forward, split, bs, collate, self.device, tolerance)
+                    if fresh
+                    else None
+                )
+                self.tables[name] = load_or_compute(
+                    split, key, cfg.paths.cache_dir, lambda s=split: compute(s), name, check
+                )
+
+    def __call__(self, batch, split_name: str):
+        """(sums, counts), each (B, 2) for chosen and rejected, or None (no reference for this split)."""
+        if self.model is None and split_name not in self.tables:
+            return None
+        if self.model is not None:
+            with torch.no_grad(), self.autocast():
+                s, c = self.model(batch)
+            b = batch["row"].shape[0]
+            return torch.stack([s[:b], s[b:]], 1).float(), torch.stack([c[:b], c[b:]], 1).float()
+        sums, counts = self.tables[split_name].lookup(batch["row"].cpu())
+        return sums.to(self.device), counts.to(self.device)
+
+
 # ----------------------------------------------------------------------------------------------- the run
 
 
@@ -101,8 +210,8 @@ class Trainer:
         self.cfg, self.out = cfg, out_dir
         tr = cfg.trainer
         self.method = get_method(cfg.method.name)
-        self.device = self._device(cfg.device)
-        self.bf16 = self._bf16(tr.precision)
+        self.device = resolve_device(cfg.device)
+        self.bf16 = use_bf16(tr.precision, self.device)
         self.use_ds = bool(cfg.deepspeed.enabled)
         if self.use_ds:
             skip_cpu_shm_build()
@@ -119,21 +228,7 @@ class Trainer:
                 f"model.share_prompt needs a custom 4D attention mask: attn_implementation=sdpa, not {cfg.model.attn_implementation}"
             )
         self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
-        lengths = None
-        if tr.group_by_length:
-            cols = self.data.train.dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-            lengths = [
-                len(p) + max(len(c), len(r))
-                for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"], strict=True)
-            ]
-        self.order = BatchOrder(
-            len(self.data.train.dataset), tr.per_device_train_batch_size, cfg.seed, lengths
-        )
-        if self.order.per_epoch == 0:
-            raise ValueError(
-                f"{len(self.data.train.dataset)} train pairs are fewer than one batch of "
-                f"{tr.per_device_train_batch_size} x {dist.world_size()} ranks"
-            )
+        self.order = batch_order(self.data.train, tr, cfg.seed)
         steps_per_epoch = self.order.per_epoch // tr.gradient_accumulation_steps
         self.total_steps = (
             tr.max_steps if tr.max_steps > 0 else max(1, math.ceil(tr.num_epochs * steps_per_epoch))
@@ -163,107 +258,25 @@ class Trainer:
             self.engine = DeepSpeedEngine(policy, cfg, self.total_steps, ds_config)
         else:
             self.engine = TorchEngine(policy, cfg, self.total_steps, self.device, self.bf16)
-        self.ref_model = None
-        self.ref_tables: dict[str, ReferenceTable] = {}
+        # bf16 autocast for plain PyTorch; DeepSpeed casts the model itself. (The engine's, not a method of this
+        # object: a reference cycle would keep a ZeRO-3 HfDeepSpeedConfig alive after the run.)
+        self.autocast = (
+            self.engine.autocast if isinstance(self.engine, TorchEngine) else contextlib.nullcontext
+        )
+        self.reference = ReferenceLogps(cfg, self.method, self.device, self.bf16, self.use_ds, self.autocast)
         self._displacement_warned = False
-
-    # -- set-up helpers
-
-    @staticmethod
-    def _device(name: str) -> torch.device:
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        if name == "cuda":
-            return torch.device("cuda", dist.local_rank())
-        return torch.device(name)
-
-    def _bf16(self, precision: str) -> bool:
-        if precision == "auto":
-            return self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"trainer.precision={precision!r}: expected auto, fp32 or bf16")
-        return precision == "bf16"
 
     def _policy_forward(self, batch):
         return self.engine.forward(batch)
 
     def _setup_reference(self, fresh: bool) -> None:
-        """Reference tables from the cache (computing them if needed) or a frozen reference model. Reference-free
-        methods get the cached tables too (for the displacement statistics), but no reference model."""
-        mode = self.cfg.trainer.reference
-        if mode not in ("precompute", "model"):
-            raise ValueError(f"trainer.reference={mode!r}: expected precompute or model")
-        if mode == "model" and not self.method.needs_reference:
-            return
-        if mode == "model":
-            self.ref_model = self._load_reference_model()
-            return
-        fp = model_fingerprint(self.cfg.model, self.cfg.paths.cache_dir)
-        precision = "bf16" if self.bf16 else str(resolve_dtype(self.cfg.model.dtype, self.device))
-        bs = self.cfg.trainer.per_device_eval_batch_size
-        forward = None
-
-        def compute(split):
-            nonlocal forward
-            if forward is None:  # at step 0 the policy *is* the reference; after a resume, load the reference
-                forward = self._policy_forward if fresh else self._load_reference_model()
-            with self._autocast():
-                return compute_table(forward, split, bs, self.collate, self.device)
-
-        def policy_forward(batch):
-            with self._autocast():
-                return self._policy_forward(batch)
-
-        # At step 0 the policy is the reference: a cached table is checked against one batch scored again.
-        tolerance = 1e-4 if precision == str(torch.float32) else 2e-2  # nats per token
+        """At step 0 (``fresh``) the policy is the reference: its forward computes or spot-checks the tables."""
         self.engine.train(False)
-        for name, split in (("train", self.data.train), ("eval", self.data.eval)):
-            if split is not None:
-                key = cache_key(fp, split, precision)
-                check = (
-                    spot_checker(policy_forward, split, bs, self.collate, self.device, tolerance)
-                    if fresh
-                    else None
-                )
-                self.ref_tables[name] = load_or_compute(
-                    split, key, self.cfg.paths.cache_dir, lambda s=split: compute(s), name, check
-                )
+        self.reference.setup(self._policy_forward, self.data, self.collate, fresh)
         self.engine.train(True)
 
-    def _load_reference_model(self):
-        """A frozen copy of the initial weights: sharded by a ZeRO-3 inference engine, else a replica."""
-        dtype = resolve_dtype(self.cfg.model.dtype, self.device)
-        ref = PolicyLogps(
-            load_causal_lm(self.cfg.model, dtype, trainable=False), self.cfg.model.logps_chunk_size
-        )
-        if self.use_ds and self.cfg.deepspeed.zero_stage == 3:
-            import deepspeed
-
-            conf = {
-                "train_micro_batch_size_per_gpu": 1,
-                "zero_optimization": {"stage": 3},
-                "bf16": {"enabled": self.bf16},
-            }
-            engine = deepspeed.initialize(model=ref, config=conf)[0]
-            engine.eval()
-            return lambda b: engine(**model_inputs(b))
-        ref.to(self.device)
-        return lambda b: ref(**model_inputs(b))
-
-    def _autocast(self):
-        """bf16 autocast for plain PyTorch; DeepSpeed casts the model itself."""
-        return self.engine.autocast() if isinstance(self.engine, TorchEngine) else contextlib.nullcontext()
-
     def _reference(self, batch, split_name: str):
-        if self.ref_model is None and split_name not in self.ref_tables:
-            return None
-        if self.ref_model is not None:
-            with torch.no_grad(), self._autocast():
-                s, c = self.ref_model(batch)
-            b = batch["row"].shape[0]
-            return torch.stack([s[:b], s[b:]], 1).float(), torch.stack([c[:b], c[b:]], 1).float()
-        sums, counts = self.ref_tables[split_name].lookup(batch["row"].cpu())
-        return sums.to(self.device), counts.to(self.device)
+        return self.reference(batch, split_name)
 
     def _warn_displacement(self, step: int, stats: dict[str, float]) -> None:
         """Warn (once per run) when the chosen answers' per-token log-prob has fallen below the reference's by
@@ -282,37 +295,6 @@ class Trainer:
             margin,
         )
 
-    def _nonfinite_weights(self) -> list[str]:
-        """Names of trainable parameters holding a NaN or infinity (this rank's ZeRO-3 partition; ranks agree).
-        A float32 sum per tensor: non-finite values propagate into it, finite weights cannot overflow it."""
-        named = [
-            (n, getattr(p, "ds_tensor", p))
-            for n, p in self.engine.policy.named_parameters()
-            if p.requires_grad
-        ]
-        if not named:
-            return []
-        sums = torch.stack([t.detach().sum(dtype=torch.float32) for _, t in named])
-        bad = dist.all_reduce_sum((~torch.isfinite(sums)).float())
-        return [n for (n, _), b in zip(named, bad.tolist(), strict=True) if b > 0]
-
-    def _window_state(self, window: Averager, tokens, grad_norms: list[float], seconds: float) -> dict:
-        """This rank's metrics window since the last logged row (tensors and plain data: loadable weights_only), so
-        that a run resumed between two logging steps logs the same next row and token count."""
-        return {
-            "keys": window.keys,
-            "total": None if window.total is None else window.total.detach().cpu(),
-            "tokens": int(tokens),
-            "grad_norms": [float(g) for g in grad_norms],
-            "seconds": seconds,
-        }
-
-    def _restore_window(self, saved: dict) -> tuple[Averager, object, list[float], float]:
-        window = Averager()
-        if saved.get("total") is not None:
-            window.keys, window.total = list(saved["keys"]), saved["total"].to(self.device)
-        return window, saved.get("tokens", 0), list(saved.get("grad_norms", [])), saved.get("seconds", 0.0)
-
     # -- evaluation
 
     @torch.no_grad()
@@ -328,7 +310,7 @@ class Trainer:
             # A rank past the end still runs the forward (ZeRO-3 forwards are collective) on one row, weight 0.
             weight = float(len(idx))
             batch = to_device(self.collate([split.dataset[i] for i in idx or [n - 1]]), self.device)
-            with self._autocast():
+            with self.autocast():
                 sums, counts = self._policy_forward(batch)
             _, stats = preference_loss(
                 self.method, self.cfg.method, sums, counts, self._reference(batch, "eval")
@@ -337,171 +319,156 @@ class Trainer:
         self.engine.train(True)
         return avg.read()
 
-    # -- the loop
+    # -- the loop: optimizer steps, each followed by the periodic actions
 
     def train(self) -> dict:
-        cfg, tr = self.cfg, self.cfg.trainer
+        """Start (or resume), then run optimizer steps to ``total_steps``; after each one, log every
+        ``logging_steps``, evaluate every ``eval_steps``, save every ``save_steps``, stop on SIGTERM."""
+        tr, run = self.cfg.trainer, self._start()
+        try:
+            while run.step < self.total_steps:
+                self._optimizer_step(run)
+                final = run.step == self.total_steps
+                if run.step % tr.logging_steps == 0 or final:
+                    self._log(run)
+                if self.data.eval is not None and (every(run.step, tr.eval_steps) or final):
+                    self._evaluate(run)
+                saved = not final and every(run.step, tr.save_steps) and self._save(run, tr.save_total_limit)
+                if not final and run.stop.requested(self.device):
+                    self._stop(run, saved)
+        finally:
+            run.stop.restore()
+            run.report.close()
+        return self._finish(run)
+
+    def _start(self) -> Progress:
+        """The reference log-probs, then the newest checkpoint's state when resuming (its weights checked finite)."""
         ckpt_root = self.out / "checkpoints"
-        state = {"step": 0, "micro_index": 0, "tokens": 0, "train_seconds": 0.0}
-        ckpt = latest_checkpoint(ckpt_root) if cfg.resume else None
-        if cfg.resume and ckpt is None:
+        ckpt = latest_checkpoint(ckpt_root) if self.cfg.resume else None
+        if self.cfg.resume and ckpt is None:
             log.warning("resume=true but %s holds no checkpoint: starting from scratch", ckpt_root)
         started = time.perf_counter()
         self._setup_reference(fresh=ckpt is None)
         reference_seconds = time.perf_counter() - started
+        state = {"step": 0, "micro_index": 0, "tokens": 0, "train_seconds": 0.0}
         saved_window: dict = {}
         if ckpt is not None:
             state, saved_window = load_checkpoint(self.engine, ckpt)
-            bad = self._nonfinite_weights()
+            bad = nonfinite_weights(self.engine.policy)
             if bad:
                 raise CheckpointError(
                     f"{ckpt} holds non-finite weights ({', '.join(bad[:3])}); resume from an earlier checkpoint "
                     f"(move this one away) or start again"
                 )
             log.info("resumed from %s at step %d", ckpt, state["step"])
-        metrics = (
-            MetricsLog(
-                self.out, tr.tensorboard and dist.is_main(), resume_after_step=state["step"] if ckpt else None
-            )
-            if dist.is_main()
-            else None
-        )
-        bar = None
-        if tr.progress_bar and dist.is_main():
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=self.total_steps, initial=state["step"], desc=f"{cfg.method.name}", dynamic_ncols=True
-            )
-        last_eval: dict[str, float] = {}
-        last_train: dict[str, float] = {}
-        window, window_tokens, grad_norms, window_seconds = self._restore_window(saved_window)
-        window_start = time.perf_counter() - window_seconds
+        report = Reporter(self.out, self.cfg, self.total_steps, state["step"], resumed=ckpt is not None)
         self.engine.train(True)
-        stop = StopSignal()
-        try:
-            while state["step"] < self.total_steps:
-                for _ in range(tr.gradient_accumulation_steps):
-                    rows = self.order.positions(state["micro_index"])
-                    batch = to_device(
-                        self.collate([self.data.train.dataset[p] for p in rows]),
-                        self.device,
-                    )
-                    sums, counts = self._policy_forward(batch)
-                    loss, stats = preference_loss(
-                        self.method, cfg.method, sums, counts, self._reference(batch, "train")
-                    )
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"loss is {loss.item()} at step {state['step'] + 1} (micro-batch {state['micro_index']}, "
-                            f"train rows {batch['row'].tolist()}); no checkpoint was written after it. "
-                            f"Last good checkpoint: {last_good_checkpoint(ckpt_root) or 'none'}. "
-                            "Lower trainer.learning_rate or method.beta, or check these rows, then resume=true."
-                        )
-                    self.engine.backward(loss)
-                    norm = self.engine.step()
-                    window.add(stats, len(rows))
-                    window_tokens = window_tokens + batch["n_tokens"]  # stays on the device
-                    state["micro_index"] += 1
-                state["step"] += 1
-                if norm is not None:
-                    grad_norms.append(norm)
-                if norm is not None and not math.isfinite(norm):
-                    raise NonFiniteLossError(
-                        f"gradient norm is {norm} at step {state['step']}; last good checkpoint: "
-                        f"{last_good_checkpoint(ckpt_root) or 'none'}. Lower trainer.learning_rate, then resume=true."
-                    )
-                bad = self._nonfinite_weights()
-                if bad:
-                    raise NonFiniteLossError(
-                        f"weights are non-finite after step {state['step']} ({', '.join(bad[:3])}"
-                        f"{' ...' if len(bad) > 3 else ''}); no checkpoint was written after it. Last good checkpoint: "
-                        f"{last_good_checkpoint(ckpt_root) or 'none'}. Lower trainer.learning_rate or raise "
-                        "trainer.adam_epsilon, then resume=true."
-                    )
-                state["weights_finite"] = True  # checked just now: any checkpoint written below is a good one
-                if bar is not None:
-                    bar.update(1)
-                if state["step"] % tr.logging_steps == 0 or state["step"] == self.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    tokens = int(dist.all_reduce_sum(torch.as_tensor(window_tokens, device=self.device)))
-                    state["tokens"] += tokens
-                    state["train_seconds"] += elapsed
-                    last_train = window.read() | {
-                        "lr": self.engine.lr,
-                        "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
-                        "tokens_per_s": tokens / max(elapsed, 1e-9),
-                        "epoch": state["micro_index"] / self.order.per_epoch,
-                    }
-                    if self.peak_flops:
-                        per_rank = last_train["tokens_per_s"] / dist.world_size()
-                        last_train["mfu"] = per_rank * self.flops_per_token / self.peak_flops
-                    if metrics is not None:
-                        metrics.log(state["step"], "train", last_train)
-                    self._warn_displacement(state["step"], last_train)
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{last_train['loss']:.4f}", acc=f"{last_train['rewards/accuracies']:.2f}"
-                        )
-                    window, window_tokens, window_start, grad_norms = Averager(), 0, time.perf_counter(), []
-                final = state["step"] == self.total_steps
-                if self.data.eval is not None and (
-                    (tr.eval_steps > 0 and state["step"] % tr.eval_steps == 0) or final
-                ):
-                    last_eval = self.evaluate(self.data.eval)
-                    if metrics is not None:
-                        metrics.log(state["step"], "eval", last_eval)
-                    window_start = time.perf_counter()  # evaluation time is not training throughput
-                saved = tr.save_steps > 0 and state["step"] % tr.save_steps == 0 and not final
-                if saved:
-                    seconds = time.perf_counter() - window_start
-                    rank_state = self._window_state(window, window_tokens, grad_norms, seconds)
-                    save_checkpoint(
-                        self.engine,
-                        self.tokenizer,
-                        ckpt_root,
-                        state["step"],
-                        state,
-                        tr.save_total_limit,
-                        rank_state,
-                    )
-                    window_start = time.perf_counter() - seconds  # saving time is not training throughput
-                if not final and stop.requested(self.device):
-                    path = ckpt_root / f"step-{state['step']:06d}"
-                    if not saved:
-                        seconds = time.perf_counter() - window_start
-                        rank_state = self._window_state(window, window_tokens, grad_norms, seconds)
-                        path = save_checkpoint(
-                            self.engine, self.tokenizer, ckpt_root, state["step"], state, 0, rank_state
-                        )
-                    raise TrainingInterrupted(
-                        f"stopped by SIGTERM after step {state['step']}; checkpoint {path}; "
-                        "continue with resume=true in the same output_dir"
-                    )
-        finally:
-            stop.restore()
-            if bar is not None:
-                bar.close()
-            if metrics is not None:
-                metrics.close()
+        window = Window(self.device, saved_window)
+        return Progress(state, window, report, StopSignal(), ckpt_root, reference_seconds)
+
+    def _optimizer_step(self, run: Progress) -> None:
+        """``gradient_accumulation_steps`` micro-batches through forward, loss and backward, then the optimizer
+        step; a non-finite loss, gradient norm or weight stops the run before anything is saved after it."""
+        norm = None
+        for _ in range(self.cfg.trainer.gradient_accumulation_steps):
+            rows = self.order.positions(run.state["micro_index"])
+            batch = to_device(self.collate([self.data.train.dataset[p] for p in rows]), self.device)
+            sums, counts = self._policy_forward(batch)
+            loss, stats = preference_loss(
+                self.method, self.cfg.method, sums, counts, self._reference(batch, "train")
+            )
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at step {run.step + 1} (micro-batch {run.state['micro_index']}, "
+                    f"train rows {batch['row'].tolist()}); no checkpoint was written after it. "
+                    f"Last good checkpoint: {last_good_checkpoint(run.ckpt_root) or 'none'}. "
+                    "Lower trainer.learning_rate or method.beta, or check these rows, then resume=true."
+                )
+            self.engine.backward(loss)
+            norm = self.engine.step()
+            run.window.add(stats, len(rows), batch["n_tokens"])
+            run.state["micro_index"] += 1
+        run.state["step"] += 1
+        self._check_finite(run, norm)
+        run.report.step()
+
+    def _check_finite(self, run: Progress, norm: float | None) -> None:
+        if norm is not None:
+            run.window.grad_norms.append(norm)
+        if norm is not None and not math.isfinite(norm):
+            raise NonFiniteLossError(
+                f"gradient norm is {norm} at step {run.step}; last good checkpoint: "
+                f"{last_good_checkpoint(run.ckpt_root) or 'none'}. Lower trainer.learning_rate, then resume=true."
+            )
+        bad = nonfinite_weights(self.engine.policy)
+        if bad:
+            raise NonFiniteLossError(
+                f"weights are non-finite after step {run.step} ({', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}); no checkpoint was written after it. Last good checkpoint: "
+                f"{last_good_checkpoint(run.ckpt_root) or 'none'}. Lower trainer.learning_rate or raise "
+                "trainer.adam_epsilon, then resume=true."
+            )
+        run.state["weights_finite"] = True  # checked just now: any checkpoint written after it is a good one
+
+    def _log(self, run: Progress) -> None:
+        """The window's training row (all ranks' tokens), then a fresh window."""
+        stats, tokens, seconds, grad_norm = run.window.read()
+        run.state["tokens"] += tokens
+        run.state["train_seconds"] += seconds
+        run.last_train = stats | {
+            "lr": self.engine.lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "epoch": run.state["micro_index"] / self.order.per_epoch,
+        }
+        if self.peak_flops:
+            per_rank = run.last_train["tokens_per_s"] / dist.world_size()
+            run.last_train["mfu"] = per_rank * self.flops_per_token / self.peak_flops
+        run.report.log(run.step, "train", run.last_train)
+        self._warn_displacement(run.step, run.last_train)
+        run.window.reset()
+
+    def _evaluate(self, run: Progress) -> None:
+        run.last_eval = self.evaluate(self.data.eval)
+        run.report.log(run.step, "eval", run.last_eval)
+        run.window.restart_clock()  # evaluation time is not training throughput
+
+    def _save(self, run: Progress, keep: int) -> Path:
+        """A checkpoint with this rank's window (a run resumed before the next log logs the same row)."""
+        with run.window.clock_paused() as seconds:  # saving time is not training throughput
+            rank_state = run.window.state(seconds)
+            return save_checkpoint(
+                self.engine, self.tokenizer, run.ckpt_root, run.step, run.state, keep, rank_state
+            )
+
+    def _stop(self, run: Progress, saved: Path | bool) -> None:
+        path = saved or self._save(run, keep=0)
+        raise TrainingInterrupted(
+            f"stopped by SIGTERM after step {run.step}; checkpoint {path}; "
+            "continue with resume=true in the same output_dir"
+        )
+
+    def _finish(self, run: Progress) -> dict:
         final_dir = None
-        if tr.save_final:
+        if self.cfg.trainer.save_final:
             final_dir = self.out / "final"
             self.engine.save_pretrained(final_dir, self.tokenizer)
+        state = run.state
         return {
             "steps": state["step"],
-            "train": last_train,
-            "eval": last_eval,
+            "train": run.last_train,
+            "eval": run.last_eval,
             "tokens": state["tokens"],
             "train_seconds": state["train_seconds"],
             "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
-            "reference_seconds": reference_seconds,
+            "reference_seconds": run.reference_seconds,
             "final_model": str(final_dir) if final_dir else None,
             "data": self.data.stats,
         }
 
     def close(self) -> None:
         self.engine.destroy()
+        self._hf_ds = None  # transformers keeps ZeRO-3 weight partitioning on while this object lives
 
 
 def train(cfg, out_dir: Path) -> dict:
