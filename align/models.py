@@ -106,7 +106,7 @@ def load_causal_lm(model_cfg, dtype: torch.dtype, trainable: bool = True):
             trust_remote_code=model_cfg.trust_remote_code,
         )
     except Exception as e:
-        from align.fingerprint import damaged_weight_files
+        from common.fingerprint import damaged_weight_files
 
         damaged = damaged_weight_files(source)
         if damaged or isinstance(e, OSError):
@@ -157,7 +157,7 @@ def attention_window(config) -> int | None:
 
 def model_fingerprint(model_cfg, cache_dir: str | os.PathLike) -> str:
     """What identifies the reference weights: a local folder's content hash, or hub name + resolved commit."""
-    from align.fingerprint import fingerprint
+    from common.fingerprint import fingerprint
 
     source = prepare_model_source(model_cfg)
     return fingerprint(source, model_cfg.revision, Path(cache_dir) / "file_digests.json")["content_hash"]

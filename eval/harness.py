@@ -29,10 +29,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from align.fingerprint import fingerprint
+from common.fingerprint import fingerprint
 from eval import benchmarks as bm
 from eval import lmtasks
-from eval.config import PROTOCOLS
+from eval.config import PROTOCOLS, SPEED_ONLY_BACKEND_KEYS  # the schema's runtime-only backend fields
 from eval.results import (
     SCHEMA,
     SUMMARY_SCHEMA,
@@ -49,7 +49,6 @@ from eval.results import (
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm")
-SPEED_ONLY_BACKEND_KEYS = ("cpu_threads",)  # recorded in the config, not in a result's key
 
 
 def preset_benchmarks(cfg: DictConfig) -> list[tuple[bm.Benchmark, dict]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from align import fingerprint as checkpoints
+from common import fingerprint as checkpoints
 from eval import lmtasks
 from eval.benchmarks import BENCHMARKS, REVISION_SOURCES, primary_score
 from eval.results import settings_hash, write_json_atomic
