@@ -66,8 +66,8 @@ class MiniaturePairsConfig:
     answers per prompt, checked by the task's verifier; a correct (chosen) and an incorrect (rejected) one."""
 
     dir: str | None = None  # where train.jsonl / test.jsonl are written; null = no pairs
-    train_prompts: int = 2000  # prompts sampled for the train split
-    test_prompts: int = 300  # prompts sampled for the held-out split
+    train_prompts: int = 1000  # prompts sampled for the train split
+    test_prompts: int = 200  # prompts sampled for the held-out split
     samples: int = 4  # answers sampled per prompt
     temperature: float = 1.0  # sampling temperature
     seed: int = 0  # sampling seed
@@ -84,21 +84,22 @@ class MiniatureBuildConfig:
     )
     hidden_size: int = 96
     intermediate_size: int = 256
-    num_layers: int = 4
+    num_layers: int = 2
     num_heads: int = 4
     max_length: int = 256
     seed: int = 0
-    pretrain_docs: int = 40000
-    fact_docs: int = 4000
+    pretrain_docs: int = 20000
+    fact_docs: int = 2000
+    chat_fraction: float = 0.5
     pretrain_steps: int = 1200
-    batch_size: int = 32
+    batch_size: int = 16
     seq_len: int = 96
     lr: float = 8e-3
     sft_docs: int = 5000
     sft_steps: int = 100
     sft_lr: float = 1e-3
     max_new_tokens: int = 64
-    threads: int | None = None  # torch threads for the build (speed only; null = leave as is)
+    threads: int | None = 1  # torch threads for the build (speed only; null = leave as is)
     pairs: MiniaturePairsConfig = field(default_factory=MiniaturePairsConfig)
 
 

@@ -89,9 +89,10 @@ def build_model(tokenizer, spec: Mapping):
     return LlamaForCausalLM(config)
 
 
-def _fit(model, batches, steps: int, lr: float, warmup: int) -> float:
+def _fit(model, batches, steps: int, lr: float, warmup: int, name: str = "fit") -> float:
     """AdamW (weight decay on matrices only) with linear warm-up and cosine decay to 10%, clipped at 1; ``batches``
-    yields (input_ids, labels, attention_mask or None). Returns the last loss."""
+    yields (input_ids, labels, attention_mask or None). Logs the loss ten times along the way. Returns the last
+    loss."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -108,7 +109,8 @@ def _fit(model, batches, steps: int, lr: float, warmup: int) -> float:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     model.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    start, every = time.perf_counter(), max(1, steps // 10)
+    for i in range(steps):
         x, labels, mask = next(batches)
         loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
@@ -116,19 +118,33 @@ def _fit(model, batches, steps: int, lr: float, warmup: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if (i + 1) % every == 0:
+            log.info(
+                "%s step %d/%d: loss %.3f (%.0f s)",
+                name,
+                i + 1,
+                steps,
+                float(loss.detach()),
+                time.perf_counter() - start,
+            )
     model.eval()
     return float(loss.detach())
 
 
-def corpus_text(p: tasks.Problem) -> str:
-    """A problem as pre-training text (no chat template)."""
+def corpus_text(p: tasks.Problem, chat: bool) -> str:
+    """A problem as pre-training text: plain ("Question: ... Solution: ...") or a conversation in the chat template
+    (BOS, user turn, assistant turn), as a web corpus holds both prose and dialogue."""
+    if chat:
+        return f"<s><|user|>\n{p.question}</s>\n<|assistant|>\n{p.solution}</s>\n"
     return f"Question: {p.question}\nSolution: {p.solution}\n"
 
 
-def corpus(problems: Sequence[tasks.Problem], n_facts: int, seed: int) -> list[str]:
-    """The pre-training documents: worked problems as plain text and lines of one-digit facts, shuffled."""
+def corpus(problems: Sequence[tasks.Problem], n_facts: int, chat_fraction: float, seed: int) -> list[str]:
+    """The pre-training documents: worked problems (a ``chat_fraction`` of them as conversations) and lines of
+    one-digit facts, shuffled."""
     r = random.Random(seed)
-    docs = [corpus_text(p) for p in problems] + [tasks.facts(r) for _ in range(n_facts)]
+    docs = [corpus_text(p, r.random() < chat_fraction) for p in problems]
+    docs += [tasks.facts(r) for _ in range(n_facts)]
     r.shuffle(docs)
     return docs
 
@@ -149,7 +165,7 @@ def pretrain(model, tokenizer, docs: Sequence[str], spec: Mapping) -> float:
             yield x, x, None
 
     steps = spec["pretrain_steps"]
-    return _fit(model, batches(), steps, spec["lr"], max(1, steps // 20))
+    return _fit(model, batches(), steps, spec["lr"], max(1, steps // 20), "pre-training")
 
 
 def sft_rows(tokenizer, problems: Sequence[tasks.Problem], max_length: int) -> list[tuple[list[int], int]]:
@@ -184,7 +200,7 @@ def sft(model, tokenizer, problems: Sequence[tasks.Problem], spec: Mapping) -> f
             yield x, labels, mask
 
     steps = spec["sft_steps"]
-    return _fit(model, batches(), steps, spec["sft_lr"], max(1, steps // 10))
+    return _fit(model, batches(), steps, spec["sft_lr"], max(1, steps // 10), "SFT")
 
 
 def accuracy(model, tokenizer, problems: Sequence[tasks.Problem], max_new_tokens: int) -> dict[str, dict]:
@@ -209,7 +225,7 @@ def corpora(spec: Mapping) -> dict[str, list]:
         taken |= {p.question for split in pair_prompts(fams, spec["pairs"]).values() for p in split}
     problems = tasks.mixed(fams, spec["pretrain_docs"], seed + 1, taken, distinct=False)
     return {
-        "pretrain": corpus(problems, spec["fact_docs"], seed),
+        "pretrain": corpus(problems, spec["fact_docs"], spec["chat_fraction"], seed),
         "sft": tasks.mixed(fams, spec["sft_docs"], seed + 2, taken, distinct=False),
     }
 

@@ -68,7 +68,7 @@ def compare(run_dir: str | Path) -> dict:
         )
         after = results.get("evaluation") or {}
         out["benchmarks"] = {
-            "preset": preset,
+            "preset": base.get("preset", preset),
             "before": base.get("scores"),
             "after": after.get("scores"),
             "average_before": base.get("average"),

@@ -235,3 +235,19 @@ def test_benchmark_scores_through_the_verifier_in_lm_eval(tmp_path):
         assert {f: per_family[f"exact_match_{f},none"] for f in tasks.FAMILIES} == dict.fromkeys(
             tasks.FAMILIES, score
         )
+
+
+def test_before_and_after_of_a_run(tiny_cfg, tmp_path):
+    """make train's report on a finished run: held-out pairs' likelihood accuracy of the start and final models."""
+    from align.run import run
+    from miniature.train import compare, describe
+
+    out = tmp_path / "run"
+    run(tiny_cfg(out=out))
+    numbers = compare(out)
+    pairs_ = numbers["held_out_pairs"]
+    assert pairs_["n"] == 16 and 0 <= pairs_["likelihood_accuracy_before"] <= 1
+    assert json.loads((out / "before_after.json").read_text()) == numbers
+    assert (
+        "held-out pairs (n=16)" in describe(numbers) and "benchmarks" not in numbers
+    )  # no evaluation configured
