@@ -1,7 +1,10 @@
 """Typed config schemas for ``conf/`` (Hydra structured configs) and the helpers that compose them.
 
 The schemas mirror the YAML groups one to one: a misspelt key in a YAML file or on the command line fails at
-compose time with the key and the schema named. Method schemas are generated from the loss functions'
+compose time with the key and the schema named, and so does a value outside a typed choice (the ``Choice`` enums
+below: precision, reference, truncation_mode, attention implementation, schedule, launcher). Fields marked
+``runtime()`` change how a run is carried out, not what it computes (``common/identity.py``): they may differ when a
+run is resumed and do not count in its digest. Method schemas are generated from the loss functions'
 keyword-only arguments (``align/losses.py``), so a method's config can never drift from its code.
 
 ``register_configs()`` must run before Hydra composes (``align/run.py`` and ``compose()`` call it).
@@ -11,15 +14,45 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from align.losses import LOSSES, hyperparameters
+from common.identity import runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+
+
+class Choice(str, Enum):
+    """A typed choice: OmegaConf checks the value against the members at compose time (naming them); the member is
+    a str equal to its value (``Precision.bf16 == "bf16"``), so code and written configs see plain strings."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+Precision = Choice("Precision", {v: v for v in ("auto", "fp32", "bf16")})
+Reference = Choice("Reference", {v: v for v in ("precompute", "model")})
+TruncationMode = Choice("TruncationMode", {v: v for v in ("keep_end", "keep_start")})
+AttnImplementation = Choice("AttnImplementation", {v: v for v in ("sdpa", "eager", "flash_attention_2")})
+Launcher = Choice("Launcher", {v: v for v in ("none", "torchrun", "deepspeed")})
+# transformers.SchedulerType's values (tests/test_config.py checks the list against it; importing transformers
+# here would cost seconds on every compose)
+Schedule = Choice(
+    "Schedule",
+    {
+        v: v
+        for v in (
+            "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+            "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+            "warmup_stable_decay", "greedy",
+        )
+    },
+)  # fmt: skip
 
 
 @dataclass
@@ -129,7 +162,7 @@ class ModelConfig:
     revision: str | None = None
     tokenizer: str | None = None
     dtype: str = "auto"
-    attn_implementation: str | None = "sdpa"
+    attn_implementation: AttnImplementation | None = AttnImplementation.sdpa
     trust_remote_code: bool = False
     chat_template: str | None = None
     gradient_checkpointing: bool = False
@@ -153,7 +186,7 @@ class DatasetConfig:
     rejected_field: str = "rejected"
     max_length: int = 1024
     max_prompt_length: int = 512
-    truncation_mode: str = "keep_end"
+    truncation_mode: TruncationMode = TruncationMode.keep_end
     on_malformed: str = "error"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -168,25 +201,25 @@ class TrainerConfig:
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 8
     gradient_accumulation_steps: int = 1
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Schedule = Schedule.cosine
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    precision: str = "auto"
-    reference: str = "precompute"
+    precision: Precision = Precision.auto
+    reference: Reference = Reference.precompute
     group_by_length: bool = False
-    cpu_threads: int | None = None
+    cpu_threads: int | None = runtime(None)
     displacement_warning: float | None = 0.5
     logging_steps: int = 10
     eval_steps: int = 0
-    save_steps: int = 0
-    save_total_limit: int = 2
+    save_steps: int = runtime(0)
+    save_total_limit: int = runtime(2)
     save_final: bool = True
-    progress_bar: bool = True
-    tensorboard: bool = True
+    progress_bar: bool = runtime(True)
+    tensorboard: bool = runtime(True)
 
 
 @dataclass
@@ -203,7 +236,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class DistributedConfig:
-    launcher: str = "none"
+    launcher: Launcher = Launcher.none
     nproc_per_node: Any = "auto"
     nnodes: Any = "auto"
     node_rank: Any = "auto"
@@ -220,19 +253,19 @@ class EvaluateConfig:
 
 @dataclass
 class Config:
-    paths: PathsConfig = field(default_factory=PathsConfig)
+    paths: PathsConfig = runtime(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: Any = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    distributed: DistributedConfig = runtime(default_factory=DistributedConfig)
+    evaluate: EvaluateConfig = runtime(default_factory=EvaluateConfig)
     seed: int = 42
-    device: str = "auto"
-    output_dir: str | None = MISSING
-    resume: bool = False
-    skip_if_complete: bool = True
+    device: str = "auto"  # auto, cpu, cuda or a torch device name: not a closed set (check_values)
+    output_dir: str | None = runtime(MISSING)
+    resume: bool = runtime(False)
+    skip_if_complete: bool = runtime(True)
 
 
 def method_schema(name: str) -> type:
@@ -291,23 +324,19 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
 
 
 def to_container(cfg: DictConfig) -> dict:
-    """The resolved config as plain Python data (what each run writes to ``config.yaml``)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    """The resolved config as plain Python data (what each run writes to ``config.yaml``; choices as strings)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
 
 
 # ------------------------------------------------------------------------------------- value checks
 
 DATASET_FORMATS = ("auto", "messages", "strings", "hh", "ultrainteract")
-CHOICES = {
-    "trainer.precision": ("auto", "fp32", "bf16"),
-    "trainer.reference": ("precompute", "model"),
+CHOICES = {  # plain-str choices checked after compose (the typed ones are Choice enums above)
     "dataset.format": DATASET_FORMATS,
-    "dataset.truncation_mode": ("keep_end", "keep_start"),
     "dataset.on_malformed": ("error", "skip"),
     "model.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16"),
     "deepspeed.offload_optimizer": ("none", "cpu", "nvme"),
     "deepspeed.offload_param": ("none", "cpu", "nvme"),
-    "distributed.launcher": ("none", "torchrun", "deepspeed"),
 }
 AT_LEAST_ONE = (
     "trainer.per_device_train_batch_size",
@@ -429,9 +458,6 @@ def check_values(cfg: DictConfig) -> None:
     device = value("device")
     if not isinstance(device, str) or not (device == "auto" or _is_torch_device(device)):
         bad("device", "expected auto, cpu, cuda or a torch device name like cuda:1")
-    scheduler = value("trainer.lr_scheduler")
-    if scheduler not in _scheduler_names():
-        bad("trainer.lr_scheduler", f"expected one of {', '.join(_scheduler_names())}")
     if problems:
         raise ConfigValueError("; ".join(problems))
 
@@ -444,9 +470,3 @@ def _is_torch_device(name: str) -> bool:
     except (RuntimeError, ValueError):
         return False
     return True
-
-
-def _scheduler_names() -> list[str]:
-    from transformers import SchedulerType
-
-    return [s.value for s in SchedulerType]

@@ -1,8 +1,8 @@
 """A training run in its folder: the config check, the folder's lock and identity, resume checks, results.json.
 
 ``train_in_folder(cfg)`` trains ``cfg`` into ``cfg.output_dir``, or returns the results of the same config already
-trained there (``skip_if_complete``). A run's identity is its resolved config without the runtime-only keys
-(``RUNTIME_KEYS``): its ``config_digest``, stored in results.json and compared
+trained there (``skip_if_complete``). A run's identity is its resolved config without the runtime-only fields of
+the schema (``align/config.py``, marked ``runtime()``): its ``config_digest``, stored in results.json and compared
 by ``common.identity.is_done``, as eval/ compares the settings hash of a result. Evaluation after training is not
 here: ``pipeline/run.py`` chains it.
 """
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from align import distributed as dist
 from align.checkpoint import list_checkpoints
-from align.config import REPO_ROOT, ConfigValueError, check_values, to_container
+from align.config import REPO_ROOT, Config, ConfigValueError, check_values, to_container
 from align.losses import get_method
 from common import identity
 from common.records import environment, read_json, write_json, write_text_atomic
@@ -35,17 +35,9 @@ class RunFolderError(FileExistsError):
     """The run folder holds another run, or is in use: nothing was changed in it."""
 
 
-# Keys that change how a run is carried out, not what it computes: they may differ when a run is resumed.
-RUNTIME_KEYS = (
-    *("paths", "output_dir", "resume", "skip_if_complete", "distributed", "evaluate"),
-    *("trainer.progress_bar", "trainer.cpu_threads", "trainer.tensorboard", "trainer.save_steps"),
-    "trainer.save_total_limit",
-)
-
-
 def runtime_keys() -> tuple[str, ...]:
-    """The config keys that may differ between runs computing the same thing."""
-    return RUNTIME_KEYS
+    """The config keys that may differ between runs computing the same thing (the schema's ``runtime()`` fields)."""
+    return identity.runtime_keys(Config)
 
 
 def comparable(resolved: dict) -> dict:

@@ -127,3 +127,26 @@ def test_misspelt_key_in_a_method_file_fails(tmp_path):
 def test_unknown_method_lists_the_options():
     with pytest.raises(ConfigCompositionException, match="Could not find 'method/mioo'"):
         compose(["output_dir=x", "method=mioo"])
+
+
+def test_the_schedule_choices_are_the_transformers_schedulers():
+    """align.config.Schedule lists transformers.SchedulerType's values by hand (importing transformers at compose
+    time costs seconds): the two must not drift apart."""
+    from transformers import SchedulerType
+
+    from align.config import Schedule
+
+    assert [s.value for s in Schedule] == [s.value for s in SchedulerType]
+
+
+def test_typed_choices_read_and_write_as_plain_strings():
+    """A choice compares, formats and is written (config.yaml, the run's digest) as its plain string."""
+    from align.config import to_container
+
+    cfg = compose(["output_dir=x", "trainer.precision=bf16"])
+    assert cfg.trainer.precision == "bf16" and f"{cfg.trainer.precision}" == "bf16"
+    resolved = to_container(cfg)
+    assert (
+        type(resolved["trainer"]["precision"]) is str
+        and type(resolved["model"]["attn_implementation"]) is str
+    )
