@@ -135,7 +135,7 @@ def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
                     "average": math.nan if summary.get("average") is None else float(summary["average"]),
                     "summary": str(summary_file),
                     "n": _items(record),
-                    **{f"sub/{k}": v for k, v in _sub_scores(record).items()},
+                    **{f"sub/{k}": v for k, v in sub_scores(record).items()},
                 }
             )
     curves = []
@@ -153,7 +153,7 @@ def _items(record: dict) -> float:
     return float(sum(n)) if n and all(isinstance(x, int) for x in n) else math.nan
 
 
-def _sub_scores(record: dict) -> dict[str, float]:
+def sub_scores(record: dict) -> dict[str, float]:
     """Per-part scores a task reports beside its primary one (the miniature's ``exact_match_<family>``)."""
     primary = record.get("primary") or {}
     metrics = (record.get("metrics") or {}).get(primary.get("task"), {})

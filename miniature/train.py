@@ -4,7 +4,8 @@
     python -m miniature.train method=dpo seed=1     # any align/run.py override
 
 The run's own evaluation (``evaluate.benchmarks``) scores the final model; this adds the starting model on the
-same benchmarks (eval/'s cache makes that free after the first time) and, on the held-out pairs, the fraction whose
+same benchmarks (eval/'s cache makes that free after the first time), with each benchmark's parts (the miniature's
+families) before and after, and, on the held-out pairs, the fraction whose
 chosen answer the model finds more likely than the rejected one (summed log-probs), before and after. The reward
 accuracy the run logs is 0 before training by construction (policy = reference: every reward is 0). Written to
 ``<run>/before_after.json`` and printed.
@@ -43,6 +44,22 @@ def likelihood_pair_accuracy(model_dir: str, split, pad_id: int, batch_size: int
     return wins / max(len(ds), 1)
 
 
+def parts(preset_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Per benchmark of an evaluated preset folder (``<eval>/<preset>/``), its per-part scores (the miniature's
+    families, ``exact_match_<family>``); benchmarks without parts are left out."""
+    from analysis.collect import sub_scores
+
+    preset_dir = Path(preset_dir)
+    summary = json.loads((preset_dir / "summary.json").read_text())
+    out = {}
+    for name, entry in (summary.get("benchmarks") or {}).items():
+        record = preset_dir / (entry.get("file") or f"{name}.json")
+        found = sub_scores(json.loads(record.read_text())) if record.exists() else {}
+        if found:
+            out[name] = found
+    return out
+
+
 def compare(run_dir: str | Path) -> dict:
     """The starting and final model of a finished run: benchmark scores and held-out pair accuracies."""
     from align.config import register_configs
@@ -60,19 +77,19 @@ def compare(run_dir: str | Path) -> dict:
     out = {"run": str(run_dir), "start_model": start_dir, "final_model": final_dir}
     preset = cfg.evaluate.benchmarks
     if preset:
-        base = evaluate_checkpoint(
-            start_dir,
-            preset,
-            str(Path(cfg.paths.log_dir) / "eval" / checkpoint_slug(start_dir)),
-            tuple(cfg.evaluate.overrides),
-        )
+        base_dir = Path(cfg.paths.log_dir) / "eval" / checkpoint_slug(start_dir)
+        base = evaluate_checkpoint(start_dir, preset, str(base_dir), tuple(cfg.evaluate.overrides))
         after = results.get("evaluation") or {}
+        name = base.get("preset", preset)
         out["benchmarks"] = {
-            "preset": base.get("preset", preset),
+            "preset": name,
             "before": base.get("scores"),
             "after": after.get("scores"),
             "average_before": base.get("average"),
             "average_after": after.get("average"),
+            "parts_before": parts(base_dir / name),
+            # the run's own folder: results.json's evaluation.summary names the preset file, not benchmarks.name
+            "parts_after": parts(run_dir / "eval" / name) if (run_dir / "eval" / name).exists() else {},
         }
     tokenizer = load_tokenizer(cfg.model)
     data = load_preference_data(cfg.dataset, tokenizer, cfg.seed)
@@ -101,6 +118,9 @@ def describe(out: dict) -> str:
             after = (bench["after"] or {}).get(name)
             fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
             lines.append(f"  {name:12s} {fmt(before):>6s} -> {fmt(after):>6s}")
+            parts_after = (bench.get("parts_after") or {}).get(name) or {}
+            for part, value in ((bench.get("parts_before") or {}).get(name) or {}).items():
+                lines.append(f"    {part:10s} {fmt(value):>6s} -> {fmt(parts_after.get(part)):>6s}")
     pairs = out.get("held_out_pairs")
     if pairs:
         lines.append(

@@ -216,6 +216,7 @@ def test_benchmark_scores_through_the_verifier_in_lm_eval(tmp_path):
 
     from eval.config import compose as eval_compose
     from eval.harness import run
+    from miniature.train import parts
 
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
@@ -235,6 +236,7 @@ def test_benchmark_scores_through_the_verifier_in_lm_eval(tmp_path):
         assert {f: per_family[f"exact_match_{f},none"] for f in tasks.FAMILIES} == dict.fromkeys(
             tasks.FAMILIES, score
         )
+        assert parts(tmp_path / mode / "mio8_mini") == {"miniature": dict.fromkeys(tasks.FAMILIES, score)}
 
 
 def test_before_and_after_of_a_run(tiny_cfg, tmp_path):
@@ -251,3 +253,25 @@ def test_before_and_after_of_a_run(tiny_cfg, tmp_path):
     assert (
         "held-out pairs (n=16)" in describe(numbers) and "benchmarks" not in numbers
     )  # no evaluation configured
+
+
+def test_make_trains_report_shows_each_family_before_and_after():
+    from miniature.train import describe
+
+    numbers = {
+        "run": "r",
+        "start_model": "s",
+        "benchmarks": {
+            "preset": "miniature",
+            "before": {"miniature": 0.2},
+            "after": {"miniature": 0.3},
+            "parts_before": {"miniature": {"add": 0.1, "word": 0.3}},
+            "parts_after": {"miniature": {"add": 0.25}},
+        },
+    }
+    lines = describe(numbers).splitlines()
+    assert lines[-3:] == [
+        "  miniature      20.0 ->   30.0",
+        "    add          10.0 ->   25.0",
+        "    word         30.0 ->    n/a",
+    ]
