@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
-from align.config import ModelConfig, PathsConfig
+from common.config import ModelConfig, PathsConfig
 from common.fingerprint import is_local
 from common.identity import runtime, runtime_keys
 
@@ -126,6 +126,9 @@ def register_eval_configs() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    from common.config import register_shared_configs
+
+    register_shared_configs()
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
     if not OmegaConf.has_resolver("eval_slug"):
         OmegaConf.register_new_resolver("eval_slug", checkpoint_slug)
@@ -136,7 +139,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 
     Works inside another Hydra app too (``align.config.compose`` reuses an initialised GlobalHydra).
     """
-    import align.config
+    from common.config import compose as compose_conf
 
     register_eval_configs()
-    return align.config.compose(list(overrides or []), config_name="evaluate")
+    return compose_conf(list(overrides or []), config_name="evaluate")
