@@ -7,21 +7,27 @@
 Results go to <output_dir>/<preset>/ (eval/README.md). The work is in ``eval.harness.run``.
 """
 
-import hydra
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def evaluate(cfg: DictConfig) -> None:
     from eval.harness import run
 
     run(cfg)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The ``mio-eval`` console script and ``python eval/run.py``: the schemas registered, then Hydra's app over
+    conf/ (found by absolute path: a package-relative path would need conf/ to be a Python package)."""
+    import hydra
+
     import align.config
     import eval.config
 
     align.config.register_configs()
     eval.config.register_eval_configs()
+    hydra.main(version_base="1.3", config_path=str(align.config.CONF_DIR), config_name="evaluate")(evaluate)()
+
+
+if __name__ == "__main__":
     main()
