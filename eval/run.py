@@ -21,12 +21,11 @@ def main() -> None:
     conf/ (found by absolute path: a package-relative path would need conf/ to be a Python package)."""
     import hydra
 
-    import align.config
-    import eval.config
+    from common.config import CONF_DIR
+    from eval.config import register_eval_configs
 
-    align.config.register_configs()
-    eval.config.register_eval_configs()
-    hydra.main(version_base="1.3", config_path=str(align.config.CONF_DIR), config_name="evaluate")(evaluate)()
+    register_eval_configs()
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")(evaluate)()
 
 
 if __name__ == "__main__":
