@@ -1,16 +1,19 @@
-"""One DPO training step: this repo's code path against TRL's DPOTrainer, same model, same pairs.
+"""One DPO training step: this repo's trainer against TRL's DPOTrainer, same model, same pairs, same order.
 
 Every variant trains the same random-init Llama-style model (seeded) on the same synthetic pairs, in the same
-order, and reports tokens/s (non-pad tokens through the policy, chosen + rejected), the median step time after
-warm-up, peak memory, MFU and, where the variant precomputes reference log-probs, what that pass cost.
+order (the trainer's seeded ``align.steps.BatchOrder``), and reports tokens/s (non-pad tokens through the policy,
+chosen + rejected), the median step time after warm-up, peak memory, MFU and, where the variant precomputes
+reference log-probs, what that pass cost.
 
 Variants (``--variants``, comma-separated):
-  ours      align's own path: ``PolicyLogps`` (one forward over chosen + rejected, chunked lm_head over response
-            tokens only) in ``TorchEngine`` (AdamW, fused on GPU; clipping; bf16 autocast on GPU), the trainer's
-            ``preference_loss`` and per-step bookkeeping, reference log-probs precomputed by
-            ``align.reference.compute_table`` once before the loop
-  naive     plain torch: full-vocabulary logits, log_softmax, separate forwards for chosen and rejected, the
-            same precomputed reference and optimizer settings (the "correctness first" baseline)
+  ours      the trainer itself: ``align.trainer.Trainer`` built from a composed config over the synthetic model
+            (saved as a Hugging Face folder with a word-level tokenizer) and pairs (a JSON-lines file), run by its
+            own ``train()``; each step timed is one call of its optimizer step (collate, forward, loss, the
+            finiteness checks, backward, clipping, AdamW, the window's statistics), the reference pass is its own
+            precompute at step 0. Nothing of the step is copied here, so the bench cannot drift from the trainer.
+  naive     plain torch: full-vocabulary logits and log_softmax (``align.logprobs.naive_sequence_logps``),
+            separate forwards for chosen and rejected, the same precomputed reference and optimizer settings
+            (the "correctness first" baseline)
   trl       TRL ``DPOTrainer`` as shipped: gradient checkpointing on, a reference model copy run every step
   trl_fast  TRL's fastest configuration: checkpointing off, Liger kernels (if installed and on CUDA),
             ``precompute_ref_log_probs=True`` and no reference model kept
@@ -21,15 +24,15 @@ Run from the repository root (the ``align`` package must be importable: installe
 
     .venv/bin/python bench/step_bench.py --size tiny --repeats 3          # CPU, a few minutes
     python bench/step_bench.py --size 1b --steps 10 --variants ours,trl,trl_fast    # one GPU (docs/benchmarks.md)
-    .venv/bin/python bench/step_bench.py --check --size tiny               # parity: our step vs the naive step
+    .venv/bin/python bench/step_bench.py --check --size tiny               # parity: the trainer vs the naive step
 
 Results: one JSON line per variant and repeat in ``--out`` (default ``bench/results/<host>-<date>.jsonl``) with
 the device, package versions and the command; a summary table on stdout. Peak memory is
 ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU it is the growth of the process's peak resident set
 (``VmHWM`` in /proc/self/status, reset through /proc/self/clear_refs) over the timed steps, so it includes
 allocator caching and is comparable only between variants of one run. MFU = 6 N tokens/s / peak FLOP/s with N
-all parameters (embeddings included, as in the H200 anchor); peak FLOP/s from ``--peak-tflops`` or a table of
-known GPUs (the H200 figure is the measured 790 TFLOP/s bf16 rate of ../shared/bench), n/a on a CPU.
+all parameters (embeddings included), as the trainer logs it; peak FLOP/s from ``--peak-tflops`` or the trainer's
+one table (``align.trainer.PEAK_BF16_FLOPS``: the vendors' dense bf16 data-sheet figures), n/a on a CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ import argparse
 import contextlib
 import copy
 import datetime
-import functools
 import importlib.util
 import json
 import math
@@ -63,9 +65,7 @@ VARIANTS = ("ours", "naive", "trl", "trl_fast")
 PAD, EOS = 1, 2  # token ids of the synthetic vocabulary; real tokens are drawn from [10, vocab)
 BETA = 0.1  # DPO beta, TRL's default and conf/method/dpo.yaml's
 LN2 = math.log(2.0)
-# bf16 dense matmul peak, FLOP/s, by device-name substring. H200: measured in ../shared/bench (the anchor's
-# MFU basis); H100: NVIDIA's dense bf16 figure for the SXM part. Pass --peak-tflops for anything else.
-PEAK_FLOPS = {"H200": (790e12, "measured bf16 matmul rate, ../shared/bench"), "H100": (989e12, "NVIDIA spec")}
+PEAK_SOURCE = "align.trainer.PEAK_BF16_FLOPS (the vendors' dense bf16 data-sheet figures)"
 
 
 @dataclass(frozen=True)
@@ -156,23 +156,39 @@ def batch_tokens(rows: list[dict]) -> int:
     return sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
 
 
-def our_config(args, steps: int):
-    """The full training config the trainer would use, composed from conf/ (DPO, precomputed reference)."""
-    from align.config import compose
+def batches(args, rows: list[dict], n_batches: int) -> list[list[dict]]:
+    """The pairs of each step, in the trainer's order: its seeded ``BatchOrder`` over the rows (what the trainer
+    draws for ``seed=args.seed``; ``run_ours`` checks that it does)."""
+    from align.steps import BatchOrder
 
-    return compose(
-        [
-            "output_dir=unused",
-            "method=dpo",
-            f"method.beta={BETA}",
-            "trainer.reference=precompute",
-            f"trainer.max_steps={steps}",
-            f"trainer.per_device_train_batch_size={args.size_spec.pairs}",
-            "trainer.gradient_accumulation_steps=1",
-            f"trainer.learning_rate={args.lr}",
-            "trainer.lr_scheduler=constant",
-            "trainer.warmup_ratio=0.0",
-        ]
+    order = BatchOrder(len(rows), args.size_spec.pairs, args.seed)
+    return [[rows[p] for p in order.positions(i)] for i in range(n_batches)]
+
+
+def as_text(ids: list[int]) -> str:
+    return " ".join("</s>" if i == EOS else f"t{i}" for i in ids)
+
+
+def as_strings(row: dict) -> dict:
+    """A pair as text that the word tokenizer turns back into its ids. The responses already end in EOS (so no
+    trainer adds one); the leading space keeps the prompt's ids a prefix of prompt + response."""
+    return {
+        "prompt": as_text(row["prompt_ids"]),
+        "chosen": " " + as_text(row["chosen_ids"]),
+        "rejected": " " + as_text(row["rejected_ids"]),
+    }
+
+
+def word_tokenizer(vocab: int):
+    """A word-level tokenizer where ``t<i>`` is token id i, so a trainer tokenizes the text back to our exact ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<unk>": 0, "<pad>": PAD, "</s>": EOS, "<s>": 3} | {f"t{i}": i for i in range(4, vocab)}
+    tok = Tokenizer(models.WordLevel(vocab=words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>", bos_token="<s>"
     )
 
 
@@ -206,107 +222,150 @@ def _proc_status(key: str) -> int | None:
     return int(m.group(1)) * 1024 if m else None
 
 
-# ------------------------------------------------------------------------------------------ our path
+# ------------------------------------------------------------------------------------------ the trainer
+
+
+def trainer_overrides(args, steps: int, folder: Path, lr: float) -> list[str]:
+    """The config of the trainer run over the synthetic model and pairs in ``folder``: DPO, precomputed reference,
+    a constant learning rate, one log at the end, nothing saved, no evaluation."""
+    size = args.size_spec
+    longest = 4 * (size.prompt + size.response)  # no pair is truncated
+    model_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}[weight_dtype(args.dtype)]
+    return [
+        "model=tiny",
+        f"model.name_or_path={folder / 'model'}",
+        "model.build=null",
+        f"model.dtype={model_dtype}",
+        "dataset=local_file",
+        f"dataset.path={folder / 'pairs.jsonl'}",
+        "dataset.format=strings",
+        "dataset.eval_fraction=0",
+        f"dataset.max_length={longest}",
+        f"dataset.max_prompt_length={longest}",
+        "method=dpo",
+        f"method.beta={BETA}",
+        "trainer.reference=precompute",
+        f"trainer.max_steps={steps}",
+        f"trainer.per_device_train_batch_size={size.pairs}",
+        f"trainer.per_device_eval_batch_size={size.pairs}",
+        "trainer.gradient_accumulation_steps=1",
+        f"trainer.learning_rate={lr}",
+        "trainer.lr_scheduler=constant",
+        "trainer.warmup_ratio=0.0",
+        f"trainer.logging_steps={steps}",
+        "trainer.eval_steps=0",
+        "trainer.save_steps=0",
+        "trainer.save_final=false",
+        "trainer.progress_bar=false",
+        "trainer.displacement_warning=null",
+        "evaluate.benchmarks=null",
+        f"seed={args.seed}",
+        f"paths.cache_dir={folder / 'cache'}",
+        f"output_dir={folder / 'run'}",
+    ]
+
+
+@contextlib.contextmanager
+def built_trainer(args, rows: list[dict], steps: int, lr: float):
+    """``align.trainer.Trainer`` over the bench's model (saved as a Hugging Face folder with the word tokenizer)
+    and pairs (a JSON-lines file of their text), in a temporary folder; checked to hold exactly the synthetic ids
+    and to draw the bench's batches."""
+    from align.config import compose
+    from align.trainer import Trainer
+
+    size = args.size_spec
+    with tempfile.TemporaryDirectory(prefix="step-bench-") as tmp:
+        folder = Path(tmp)
+        make_model(size, weight_dtype(args.dtype), torch.device("cpu")).save_pretrained(folder / "model")
+        word_tokenizer(size.vocab).save_pretrained(folder / "model")
+        (folder / "pairs.jsonl").write_text("".join(json.dumps(as_strings(r)) + "\n" for r in rows))
+        cfg = compose(trainer_overrides(args, steps, folder, lr))
+        (folder / "run").mkdir()
+        trainer = Trainer(cfg, folder / "run")
+        try:
+            data = trainer.data.train.dataset
+            for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                if data[key] != [r[key] for r in rows] or data["row"] != [r["row"] for r in rows]:
+                    raise AssertionError(f"the trainer tokenized {key} differently from the synthetic ids")
+            drawn = [[data[p]["row"] for p in trainer.order.positions(i)] for i in range(steps)]
+            if drawn != [[r["row"] for r in b] for b in batches(args, rows, steps)]:
+                raise AssertionError("the trainer's batches differ from the bench's")
+            yield trainer
+        finally:
+            trainer.close()
 
 
 def run_ours(args) -> dict:
-    """Time the trainer's micro-step: forward, loss, isfinite check, backward, clip + AdamW, logged statistics."""
-    from align.engine import TorchEngine
-    from align.logprobs import PolicyLogps
-    from align.losses import get_method
-    from align.preference_data import Split, collate
-    from align.reference import compute_table
-    from align.steps import Averager, preference_loss, to_device
-
-    size, dev = args.size_spec, device()
-    n_batches = args.warmup + args.steps
+    """Time the trainer's own loop (``Trainer.train``) step by step: a step is the span between the ends of two
+    consecutive optimizer updates (``engine.step``, then a device sync), so it covers everything the loop does for
+    one step (collate, forward, loss, finiteness checks, backward, clipping, AdamW, the window's statistics) and
+    nothing the bench wrote. The first step has no start mark and counts as warm-up."""
+    size = args.size_spec
+    n_batches = max(args.warmup, 1) + args.steps
     rows = make_pairs(size, size.pairs * n_batches)
-    cfg = our_config(args, n_batches)
-    model = make_model(size, weight_dtype(args.dtype), dev)
-    engine = TorchEngine(
-        PolicyLogps(model, cfg.model.logps_chunk_size), cfg, n_batches, dev, bf16=dev.type == "cuda"
-    )
-    method = get_method("dpo")
+    mem, ends = Memory(), []
+    with built_trainer(args, rows, n_batches, args.lr) as trainer:
+        update = trainer.engine.step
 
-    # Reference log-probs, once, as the trainer does at step 0 (the policy is the reference): a sweep shares them.
-    engine.train(False)
-    sync()
-    t0 = time.perf_counter()
-    with engine.autocast():
-        table = compute_table(
-            engine.forward, Split(rows, "synthetic"), size.pairs, functools.partial(collate, pad_id=PAD), dev
-        )
-    sync()
-    ref_s = time.perf_counter() - t0
-    engine.train(True)
+        def timed_update():
+            norm = update()
+            sync()
+            ends.append(time.perf_counter())
+            if len(ends) == n_batches - args.steps:  # the last warm-up step ends: the timed steps start
+                mem.reset()
+            return norm
 
-    batches = [collate(rows[i * size.pairs : (i + 1) * size.pairs], PAD) for i in range(n_batches)]
-    mem, window, times = Memory(), Averager(), []
-    mem.reset()
-    for batch in batches:
-        sync()
-        t0 = time.perf_counter()
-        batch = to_device(batch, dev)
-        sums, counts = engine.forward(batch)
-        ref_sums, ref_counts = table.lookup(batch["row"].cpu())
-        loss, stats = preference_loss(
-            method, cfg.method, sums, counts, (ref_sums.to(dev), ref_counts.to(dev))
+        trainer.engine.step = (
+            timed_update  # the loop's one optimizer update per step (no gradient accumulation)
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss {loss.item()}")
-        engine.backward(loss)
-        engine.step()
-        window.add(stats, size.pairs)
-        int(batch["attention_mask"].sum())  # the trainer's token count for tokens_per_s (a host sync)
-        sync()
-        times.append(time.perf_counter() - t0)
+        result = trainer.train()
+        memory = mem.read()
+        nparam = trainer.flops_per_token // 6
+    if len(ends) != n_batches:
+        raise AssertionError(f"the trainer made {len(ends)} optimizer updates in {n_batches} steps")
+    times = [None] + [b - a for a, b in zip(ends[:-1], ends[1:], strict=True)]  # step 1 has no start mark
     return summarise(
         args,
         "ours",
-        rows,
+        batches(args, rows, n_batches),
         times,
-        mem.read(),
-        n_params(model),
-        ref_s=ref_s,
-        extra={"loss": window.read()["loss"]},
+        memory,
+        nparam,
+        warmup=n_batches - args.steps,
+        ref_s=result["reference_seconds"],
+        extra={"loss": result["train"]["loss"], "trainer_tokens_per_s": round(result["tokens_per_s"], 1)},
     )
 
 
 # --------------------------------------------------------------------------------------- naive path
 
 
-def naive_logps(model, input_ids, attention_mask, loss_mask) -> torch.Tensor:
-    """Textbook sequence log-probs: full (N, T, V) logits in fp32, log_softmax, gather, masked sum. (N,)"""
-    width = int(attention_mask.sum(1).max())  # drop all-pad columns
-    input_ids, attention_mask, loss_mask = (
-        input_ids[:, :width],
-        attention_mask[:, :width],
-        loss_mask[:, :width],
-    )
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
-    logps = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return (logps * loss_mask[:, 1:]).sum(-1)
-
-
 def naive_pair_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) log-probs from two separate forwards over the halves of a collated batch."""
+    """(chosen, rejected) log-probs from two separate full-logits forwards over the halves of a collated batch."""
+    from align.logprobs import naive_sequence_logps
+
     b = batch["row"].shape[0]
     halves = [
-        {k: v[s] for k, v in batch.items() if k not in ("row", "n_tokens")}
+        {k: batch[k][s] for k in ("input_ids", "attention_mask", "loss_mask")}
         for s in (slice(0, b), slice(b, 2 * b))
     ]
-    return tuple(naive_logps(model, h["input_ids"], h["attention_mask"], h["loss_mask"]) for h in halves)
+    return tuple(
+        naive_sequence_logps(model, h["input_ids"], h["attention_mask"], h["loss_mask"]).sums for h in halves
+    )
 
 
 def naive_dpo(pc, pr, rc, rr) -> torch.Tensor:
     return -F.logsigmoid(BETA * ((pc - rc) - (pr - rr))).mean()
 
 
-def naive_optimizer(model, cfg):
-    tr = cfg.trainer
+def naive_optimizer(model, lr: float):
+    """torch's AdamW with the trainer's defaults (conf/trainer/default.yaml: betas, eps, no weight decay)."""
+    from align.config import TrainerConfig
+
+    tr = TrainerConfig()
     return torch.optim.AdamW(
         model.parameters(),
-        lr=tr.learning_rate,
+        lr=lr,
         betas=(tr.adam_beta1, tr.adam_beta2),
         eps=tr.adam_epsilon,
         weight_decay=tr.weight_decay,
@@ -314,11 +373,13 @@ def naive_optimizer(model, cfg):
     )
 
 
-def naive_step(model, opt, batch, ref, max_grad_norm: float) -> torch.Tensor:
+def naive_step(model, opt, batch, ref) -> torch.Tensor:
+    from align.config import TrainerConfig
+
     pc, pr = naive_pair_logps(model, batch)
     loss = naive_dpo(pc, pr, ref[0], ref[1])
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), TrainerConfig().max_grad_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss
@@ -330,10 +391,10 @@ def run_naive(args) -> dict:
     size, dev = args.size_spec, device()
     n_batches = args.warmup + args.steps
     rows = make_pairs(size, size.pairs * n_batches)
-    cfg = our_config(args, n_batches)
+    steps = batches(args, rows, n_batches)
     model = make_model(size, weight_dtype(args.dtype), dev)
-    opt = naive_optimizer(model, cfg)
-    batches = [collate(rows[i * size.pairs : (i + 1) * size.pairs], PAD) for i in range(n_batches)]
+    opt = naive_optimizer(model, args.lr)
+    collated = [collate(b, PAD) for b in steps]
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     )
@@ -341,42 +402,26 @@ def run_naive(args) -> dict:
     sync()
     t0 = time.perf_counter()
     with torch.no_grad(), autocast:
-        refs = [naive_pair_logps(model, {k: v.to(dev) for k, v in b.items()}) for b in batches]
+        refs = [naive_pair_logps(model, {k: v.to(dev) for k, v in b.items()}) for b in collated]
     sync()
     ref_s = time.perf_counter() - t0
 
     mem, times = Memory(), []
-    mem.reset()
-    for batch, ref in zip(batches, refs, strict=True):
+    for i, (batch, ref) in enumerate(zip(collated, refs, strict=True)):
+        if i == args.warmup:
+            mem.reset()
         sync()
         t0 = time.perf_counter()
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         with autocast:
-            loss = naive_step(model, opt, batch, ref, cfg.trainer.max_grad_norm)
+            loss = naive_step(model, opt, batch, ref)
         float(loss.detach())  # the trainer reads the loss every step too
         sync()
         times.append(time.perf_counter() - t0)
-    return summarise(args, "naive", rows, times, mem.read(), n_params(model), ref_s=ref_s)
+    return summarise(args, "naive", steps, times, mem.read(), n_params(model), ref_s=ref_s)
 
 
 # ------------------------------------------------------------------------------------------------ TRL
-
-
-def word_tokenizer(vocab: int):
-    """A word-level tokenizer where ``t<i>`` is token id i, so TRL tokenizes the text back to our exact ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = {"<unk>": 0, "<pad>": PAD, "</s>": EOS, "<s>": 3} | {f"t{i}": i for i in range(4, vocab)}
-    tok = Tokenizer(models.WordLevel(vocab=words, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>", bos_token="<s>"
-    )
-
-
-def as_text(ids: list[int]) -> str:
-    return " ".join("</s>" if i == EOS else f"t{i}" for i in ids)
 
 
 def run_trl(args, fast: bool) -> dict:
@@ -387,27 +432,22 @@ def run_trl(args, fast: bool) -> dict:
     size, dev = args.size_spec, device()
     n_batches = args.warmup + args.steps
     rows = make_pairs(size, size.pairs * n_batches)
-    # Responses already end in EOS, so TRL adds none; the leading space keeps prompt ids a prefix of prompt+response.
-    ds = Dataset.from_list(
-        [
-            {
-                "prompt": as_text(r["prompt_ids"]),
-                "chosen": " " + as_text(r["chosen_ids"]),
-                "rejected": " " + as_text(r["rejected_ids"]),
-            }
-            for r in rows
-        ]
-    )
+    steps = batches(args, rows, n_batches)
+    ordered = [r for b in steps for r in b]  # read in sequence: the same batches as the trainer's
+    ds = Dataset.from_list([as_strings(r) for r in ordered])
     model = make_model(size, weight_dtype(args.dtype), dev)
     ref_model = None if fast else copy.deepcopy(model).eval().requires_grad_(False)
     liger = fast and dev.type == "cuda" and importlib.util.find_spec("liger_kernel") is not None
     times: list[float] = []
     ref_time: list[float] = []
+    mem = Memory()
 
     class Clock(TrainerCallback):
         """on_step_begin .. on_step_end spans forward, backward, clipping, the optimizer step and zero_grad."""
 
         def on_step_begin(self, *a, **k):
+            if len(times) == args.warmup:
+                mem.reset()
             sync()
             self.t0 = time.perf_counter()
 
@@ -465,13 +505,11 @@ def run_trl(args, fast: bool) -> dict:
     )
     prepared = trainer.train_dataset
     for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
-        if prepared[key] != [r[key] for r in rows]:
+        if prepared[key] != [r[key] for r in ordered]:
             raise AssertionError(f"TRL tokenized {key} differently from the synthetic ids")
-    mem = Memory()
-    mem.reset()
     trainer.train()
     out_dir.cleanup()
-    expected = [batch_tokens(rows[i * size.pairs : (i + 1) * size.pairs]) for i in range(n_batches)]
+    expected = [batch_tokens(b) for b in steps]
     if [int(t) for t in seen] != expected:
         raise AssertionError(f"TRL's batches differ from ours: {[int(t) for t in seen]} vs {expected}")
     extra = {
@@ -483,7 +521,7 @@ def run_trl(args, fast: bool) -> dict:
     return summarise(
         args,
         "trl_fast" if fast else "trl",
-        rows,
+        steps,
         times,
         mem.read(),
         n_params(model),
@@ -497,14 +535,13 @@ def run_trl(args, fast: bool) -> dict:
 
 
 def peak_flops(args) -> tuple[float | None, str | None]:
+    """--peak-tflops, else the trainer's figure for this GPU (the one table, ``align.trainer.PEAK_BF16_FLOPS``)."""
+    from align.trainer import peak_flops as trainer_peak_flops
+
     if args.peak_tflops:
         return args.peak_tflops * 1e12, "--peak-tflops"
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for key, (value, source) in PEAK_FLOPS.items():
-            if key in name:
-                return value, source
-    return None, None
+    peak = trainer_peak_flops(device())
+    return (peak, PEAK_SOURCE) if peak else (None, None)
 
 
 def versions() -> dict:
@@ -528,12 +565,14 @@ def device_name() -> str:
 
 
 def summarise(
-    args, name, rows, times, memory, nparam, ref_s=None, ref_forward_each_step=False, extra=None
+    args, name, steps, times, memory, nparam, warmup=None, ref_s=None, ref_forward_each_step=False, extra=None
 ) -> dict:
-    """One JSON record: medians over the steps after warm-up."""
+    """One JSON record: medians over the steps after ``warmup`` (default ``--warmup``); ``steps``: each step's
+    pairs, ``times``: each step's seconds."""
     size = args.size_spec
-    tokens = [batch_tokens(rows[i * size.pairs : (i + 1) * size.pairs]) for i in range(len(times))]
-    timed, timed_tokens = times[args.warmup :], tokens[args.warmup :]
+    warmup = args.warmup if warmup is None else warmup
+    tokens = [batch_tokens(b) for b in steps[: len(times)]]
+    timed, timed_tokens = times[warmup:], tokens[warmup:]
     rates = [t / s for t, s in zip(timed_tokens, timed, strict=True)]
     tps = statistics.median(rates)
     peak, peak_source = peak_flops(args)
@@ -548,7 +587,7 @@ def summarise(
         "pairs_per_step": size.pairs,
         "tokens_per_step": round(statistics.mean(timed_tokens)),
         "steps": len(timed),
-        "warmup": args.warmup,
+        "warmup": warmup,
         "step_ms": round(statistics.median(timed) * 1e3, 2),
         "step_ms_min": round(min(timed) * 1e3, 2),
         "step_ms_max": round(max(timed) * 1e3, 2),
@@ -582,77 +621,81 @@ def summarise(
 
 
 def check(args) -> dict:
-    """Our step vs the naive step on the same batches, in fp32: reference log-probs, two steps of loss and grads.
+    """The trainer's steps vs naive steps on the same batches, in fp32: reference log-probs, two steps of loss
+    and gradients, the weights after them.
 
     Step 1 runs at policy = reference (DPO loss ln 2 for both); both then take one clipped AdamW step (lr 1e-3,
-    so the second step's loss moves off ln 2) and step 2 compares loss and gradients again.
+    so the second step's loss moves off ln 2) and step 2 compares loss and gradients again. The trainer runs its
+    own ``train()``; what it computed is read at two seams, without changing it: the arguments and result of
+    ``preference_loss`` (policy and reference log-probs, loss) and the gradients when its engine's ``step`` is
+    called.
     """
-    from align.engine import TorchEngine
-    from align.logprobs import PolicyLogps
-    from align.losses import get_method
-    from align.preference_data import Split, collate
-    from align.reference import compute_table
-    from align.steps import preference_loss, to_device
+    import align.trainer
+    from align.preference_data import collate
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     size, dev = args.size_spec, device()
+    args.dtype, lr = "fp32", 1e-3
     rows = make_pairs(size, 2 * size.pairs, seed=args.seed)
-    args.lr = 1e-3
-    cfg = our_config(args, 2)
-    ours_model = make_model(size, torch.float32, dev)
-    naive_model = copy.deepcopy(ours_model)
-    engine = TorchEngine(PolicyLogps(ours_model, cfg.model.logps_chunk_size), cfg, 2, dev, bf16=False)
-    opt = naive_optimizer(naive_model, cfg)
-    method = get_method("dpo")
-    batches = [to_device(collate(rows[i * size.pairs : (i + 1) * size.pairs], PAD), dev) for i in range(2)]
+    steps = batches(args, rows, 2)
+    seen: list[dict] = []
 
-    engine.train(False)
-    table = compute_table(
-        engine.forward, Split(rows, "synthetic"), size.pairs, functools.partial(collate, pad_id=PAD), dev
-    )
-    engine.train(True)
+    with built_trainer(args, rows, 2, lr) as trainer:
+        loss_fn, engine_step = align.trainer.preference_loss, trainer.engine.step
+        params = dict(trainer.engine.policy.model.named_parameters())
+
+        def watched_loss(method, cfg, sums, counts, reference):
+            loss, stats = loss_fn(method, cfg, sums, counts, reference)
+            ref = reference[0].detach().clone()  # (B, 2): the cached reference sums, chosen and rejected
+            seen.append({"sums": sums.detach().clone(), "ref": ref, "loss": float(loss.detach())})
+            return loss, stats
+
+        def watched_step():
+            seen[-1]["grads"] = {n: p.grad.detach().clone() for n, p in params.items()}
+            return engine_step()
+
+        align.trainer.preference_loss, trainer.engine.step = watched_loss, watched_step
+        try:
+            trainer.train()
+        finally:
+            align.trainer.preference_loss = loss_fn
+        trained = {n: p.detach().clone() for n, p in params.items()}
+
+    naive_model = make_model(size, torch.float32, dev)
+    opt = naive_optimizer(naive_model, lr)
+    collated = [{k: v.to(dev) for k, v in collate(b, PAD).items()} for b in steps]
     with torch.no_grad():
-        naive_refs = [naive_pair_logps(naive_model, b) for b in batches]
+        naive_refs = [naive_pair_logps(naive_model, b) for b in collated]
     ref_diff = max(
-        float((table.lookup(b["row"].cpu())[0].to(dev) - torch.stack(r, 1)).abs().max())
-        for b, r in zip(batches, naive_refs, strict=True)
+        float((ours["ref"] - torch.stack(r, 1)).abs().max()) for ours, r in zip(seen, naive_refs, strict=True)
     )
 
     out = {"size": args.size, "device": device_name(), "dtype": "float32", "ref_logps_max_abs_diff": ref_diff}
-    for step, (batch, nref) in enumerate(zip(batches, naive_refs, strict=True), start=1):
-        sums, counts = engine.forward(batch)
-        ref_sums, ref_counts = table.lookup(batch["row"].cpu())
-        loss, _ = preference_loss(method, cfg.method, sums, counts, (ref_sums.to(dev), ref_counts.to(dev)))
-        engine.backward(loss)
+    for step, (batch, nref, ours) in enumerate(zip(collated, naive_refs, seen, strict=True), start=1):
         pc, pr = naive_pair_logps(naive_model, batch)
         naive_loss = naive_dpo(pc, pr, nref[0], nref[1])
         naive_loss.backward()
-        b = size.pairs
-        ours_grads = dict(ours_model.named_parameters())
         grad_diff, grad_scale = 0.0, 0.0
         for name, p in naive_model.named_parameters():
-            g = ours_grads[name].grad
-            grad_diff = max(grad_diff, float((g - p.grad).abs().max()))
+            grad_diff = max(grad_diff, float((ours["grads"][name] - p.grad).abs().max()))
             grad_scale = max(grad_scale, float(p.grad.abs().max()))
         out[f"step{step}"] = {
-            "loss_ours": float(loss.detach()),
+            "loss_ours": ours["loss"],
             "loss_naive": float(naive_loss.detach()),
-            "loss_abs_diff": abs(float(loss.detach()) - float(naive_loss.detach())),
-            "policy_logps_max_abs_diff": float((sums - torch.cat([pc, pr])).detach().abs().max()),
-            "policy_logps_max_abs": float(sums.detach().abs().max()),
+            "loss_abs_diff": abs(ours["loss"] - float(naive_loss.detach())),
+            "policy_logps_max_abs_diff": float((ours["sums"] - torch.cat([pc, pr])).detach().abs().max()),
+            "policy_logps_max_abs": float(ours["sums"].abs().max()),
             "grad_max_abs_diff": grad_diff,
             "grad_max_abs": grad_scale,
             "tokens": int(batch["attention_mask"].sum()),
-            "pairs": b,
+            "pairs": size.pairs,
         }
-        engine.step()  # clip + AdamW + zero_grad
-        torch.nn.utils.clip_grad_norm_(naive_model.parameters(), cfg.trainer.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(naive_model.parameters(), trainer.cfg.trainer.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
     out["params_max_abs_diff_after_2_steps"] = max(
-        float((a - b).abs().max())
-        for a, b in zip(ours_model.parameters(), naive_model.parameters(), strict=True)
+        float((trained[n] - p.detach()).abs().max()) for n, p in naive_model.named_parameters()
     )
     out["ln2"] = LN2
     return out
