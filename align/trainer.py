@@ -5,6 +5,9 @@ cache computed once (``trainer.reference=precompute``) or a frozen reference for
 Each optimizer step: ``gradient_accumulation_steps`` micro-batches of 2B sequences (chosen + rejected) through
 one forward, the method's loss (+ optional SFT term), backward, clip, step. Metrics every ``logging_steps``,
 held-out evaluation every ``eval_steps`` and at the end, checkpoints every ``save_steps``.
+
+``Trainer.train`` is that sequence, one method per action; the metrics window, the rows' destinations and the stop
+signal are ``align/progress.py``; the run folder around a training run is ``align/run_folder.py``.
 """
 
 from __future__ import annotations
@@ -101,6 +104,29 @@ def batch_order(train: Split, tr, seed: int) -> BatchOrder:
             f"{tr.per_device_train_batch_size} x {dist.world_size()} ranks"
         )
     return order
+
+
+def training_steps(tr, order: BatchOrder) -> int:
+    """``trainer.max_steps``, or the optimizer steps in ``trainer.num_epochs`` epochs (at least one)."""
+    if tr.max_steps > 0:
+        return tr.max_steps
+    return max(1, math.ceil(tr.num_epochs * (order.per_epoch // tr.gradient_accumulation_steps)))
+
+
+def load_policy(cfg, device: torch.device, use_ds: bool) -> PolicyLogps:
+    """The trainable policy. Plain PyTorch keeps float32 master weights (autocast does bf16); DeepSpeed keeps its
+    own fp32 copy."""
+    weights = resolve_dtype(cfg.model.dtype, device)
+    if not use_ds and cfg.model.dtype == "auto":
+        weights = torch.float32
+    return PolicyLogps(load_causal_lm(cfg.model, weights), cfg.model.logps_chunk_size)
+
+
+def batch_collator(cfg, pad_id: int, policy: PolicyLogps):
+    """Rows -> a padded batch: chosen and rejected as 2B sequences, or one row per pair (``model.share_prompt``)."""
+    if cfg.model.share_prompt:
+        return functools.partial(collate_shared, pad_id=pad_id, window=attention_window(policy.model.config))
+    return functools.partial(collate, pad_id=pad_id)
 
 
 def load_reference_model(cfg, device: torch.device, bf16: bool, use_ds: bool):
@@ -229,10 +255,7 @@ class Trainer:
             )
         self.data: PreferenceData = load_preference_data(cfg.dataset, self.tokenizer, cfg.seed)
         self.order = batch_order(self.data.train, tr, cfg.seed)
-        steps_per_epoch = self.order.per_epoch // tr.gradient_accumulation_steps
-        self.total_steps = (
-            tr.max_steps if tr.max_steps > 0 else max(1, math.ceil(tr.num_epochs * steps_per_epoch))
-        )
+        self.total_steps = training_steps(tr, self.order)
 
         ds_config = deepspeed_config(cfg, self.bf16) if self.use_ds else None
         self._hf_ds = None
@@ -240,17 +263,8 @@ class Trainer:
             from transformers.integrations import HfDeepSpeedConfig
 
             self._hf_ds = HfDeepSpeedConfig(ds_config)  # partitions weights at load time; must stay alive
-        # Plain PyTorch keeps float32 master weights (autocast does bf16); DeepSpeed keeps its own fp32 copy.
-        weights = resolve_dtype(cfg.model.dtype, self.device)
-        if not self.use_ds and cfg.model.dtype == "auto":
-            weights = torch.float32
-        policy = PolicyLogps(load_causal_lm(cfg.model, weights), cfg.model.logps_chunk_size)
-        pad = self.tokenizer.pad_token_id
-        self.collate = (
-            functools.partial(collate_shared, pad_id=pad, window=attention_window(policy.model.config))
-            if cfg.model.share_prompt
-            else functools.partial(collate, pad_id=pad)
-        )
+        policy = load_policy(cfg, self.device, self.use_ds)
+        self.collate = batch_collator(cfg, self.tokenizer.pad_token_id, policy)
         # 6N FLOPs per token for the policy's forward and backward (ZeRO-3 partitions keep the full size in ds_numel).
         self.flops_per_token = 6 * sum(getattr(p, "ds_numel", p.numel()) for p in policy.parameters())
         self.peak_flops = peak_flops(self.device) if self.bf16 else None
@@ -274,9 +288,6 @@ class Trainer:
         self.engine.train(False)
         self.reference.setup(self._policy_forward, self.data, self.collate, fresh)
         self.engine.train(True)
-
-    def _reference(self, batch, split_name: str):
-        return self.reference(batch, split_name)
 
     def _warn_displacement(self, step: int, stats: dict[str, float]) -> None:
         """Warn (once per run) when the chosen answers' per-token log-prob has fallen below the reference's by
@@ -313,7 +324,7 @@ class Trainer:
             with self.autocast():
                 sums, counts = self._policy_forward(batch)
             _, stats = preference_loss(
-                self.method, self.cfg.method, sums, counts, self._reference(batch, "eval")
+                self.method, self.cfg.method, sums, counts, self.reference(batch, "eval")
             )
             avg.add(stats, weight)
         self.engine.train(True)
@@ -375,7 +386,7 @@ class Trainer:
             batch = to_device(self.collate([self.data.train.dataset[p] for p in rows]), self.device)
             sums, counts = self._policy_forward(batch)
             loss, stats = preference_loss(
-                self.method, self.cfg.method, sums, counts, self._reference(batch, "train")
+                self.method, self.cfg.method, sums, counts, self.reference(batch, "train")
             )
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -389,12 +400,12 @@ class Trainer:
             run.window.add(stats, len(rows), batch["n_tokens"])
             run.state["micro_index"] += 1
         run.state["step"] += 1
+        if norm is not None:
+            run.window.grad_norms.append(norm)
         self._check_finite(run, norm)
         run.report.step()
 
     def _check_finite(self, run: Progress, norm: float | None) -> None:
-        if norm is not None:
-            run.window.grad_norms.append(norm)
         if norm is not None and not math.isfinite(norm):
             raise NonFiniteLossError(
                 f"gradient norm is {norm} at step {run.step}; last good checkpoint: "
