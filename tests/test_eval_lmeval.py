@@ -162,6 +162,7 @@ def test_the_stock_lm_eval_command_over_the_overlays_asks_and_scores_the_same(
 ):
     """eval/README.md's command: ``lm_eval --include_path <output_dir>/<preset>/tasks --tasks ...`` with the
     protocol's switches and the preset's generation cap gives the requests and per-item scores of our run."""
+    import lm_eval.models  # noqa: F401 - the built-in models first: lm-eval loads them only into an empty registry
     from lm_eval.__main__ import cli_evaluate
     from lm_eval.api.registry import register_model
 
