@@ -27,7 +27,7 @@ SCALES = ("tiny", "paper")
 
 SCALE_NOTES = {
     "tiny": (
-        "**Scale: tiny (the miniature).** Every method trained from the miniature SFT model (a ~0.5M-parameter "
+        "**Scale: tiny (the miniature).** Every method trained from the miniature SFT model (a 0.23M-parameter "
         "Llama-style model pre-trained and SFT'd on this CPU on five verifiable task families, `miniature/`) on "
         "on-policy pairs sampled from it, 3 seeds, scored on its held-out benchmark (`miniature`: 500 problems, "
         "greedy, verified) and the offline mini copies of the eight (`mio8_mini`: a few dozen items, which this "
