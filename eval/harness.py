@@ -1,8 +1,7 @@
 """Evaluate one checkpoint on a preset of benchmarks through lm-eval's Python API, with cached, resumable results.
 
-``run(cfg)`` is what ``eval/run.py``, the end of a training run and tests call. The checkpoint is ``cfg.checkpoint``,
-or, when that is null, the model config ``cfg.model`` (``model=<name>``) made loadable by
-``align.models.prepare_model_source`` (built first if its config says how: the tiny model, a shipped GGUF). The prompt
+``run(cfg)`` is what ``eval/run.py``, the end of a training run and tests call. The checkpoint is ``cfg.checkpoint``
+(``eval/run.py model=<name>`` sets it to the model config's folder first: ``pipeline.evaluate``). The prompt
 protocol (``prompt.protocol``: chat or plain) picks each benchmark's task variant and how prompts are rendered. For
 each benchmark of the preset, in order: build the settings that determine its result (checkpoint content hash, task
 files, data and its pinned revision, protocol and generation settings, seeds, lm-eval version), skip it if
@@ -18,7 +17,6 @@ benchmark's primary score and the preset average (``eval.benchmarks.average``). 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import platform
@@ -416,21 +414,6 @@ def write_if_changed(path: Path, obj: dict) -> bool:
     return True
 
 
-def resolve_checkpoint(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with ``checkpoint`` set: as given, or (when null) what ``align.models.prepare_model_source`` makes of
-    the model config ``cfg.model``: its folder, built first if its ``build`` says how (as training does)."""
-    if cfg.checkpoint:
-        return cfg
-    from align.models import prepare_model_source
-
-    cfg = copy.deepcopy(cfg)
-    cfg.output_dir = cfg.output_dir  # resolved now: it names the model config, as the run's log folder does
-    cfg.checkpoint = prepare_model_source(cfg.model)
-    if cfg.revision is None and cfg.model.revision is not None and not Path(cfg.checkpoint).exists():
-        cfg.revision = cfg.model.revision
-    return cfg
-
-
 def free_memory() -> None:
     """Collect a model this run loaded and dropped (matters when a training process evaluates and goes on)."""
     import gc
@@ -479,7 +462,11 @@ def _run(cfg: DictConfig, lm) -> dict:
             "preset %s runs on local mini copies, not the real data: scores are pipeline checks only",
             cfg.benchmarks.name,
         )
-    cfg = resolve_checkpoint(cfg)
+    if not cfg.checkpoint:
+        raise ValueError(
+            "checkpoint is null: give checkpoint=<folder or hub name>, or evaluate a model config through "
+            "python eval/run.py model=<name> (pipeline.evaluate builds its folder first)"
+        )
     out_dir = Path(cfg.output_dir) / cfg.benchmarks.name
     checkpoint = fingerprint(
         cfg.checkpoint, cfg.revision, Path(cfg.paths.cache_dir) / "eval" / "file_hashes.json"

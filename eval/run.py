@@ -4,14 +4,15 @@
     python eval/run.py unsafe_code=true        # the tiny local model on the offline mini copies (CPU, minutes)
     python eval/run.py -m checkpoint=a,b benchmarks=mio8 unsafe_code=true
 
-Results go to <output_dir>/<preset>/ (eval/README.md). The work is in ``eval.harness.run``.
+Results go to <output_dir>/<preset>/ (eval/README.md). The work is in ``eval.harness.run``; with checkpoint null,
+``pipeline.evaluate`` first builds the model config's folder (as training does).
 """
 
 from omegaconf import DictConfig
 
 
 def evaluate(cfg: DictConfig) -> None:
-    from eval.harness import run
+    from pipeline.evaluate import run
 
     run(cfg)
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf, open_dict
 from eval import benchmarks as bm
 from eval import harness
 from eval.config import checkpoint_slug, compose
+from pipeline.evaluate import resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "benchmarks").glob("**/*.yaml"))
@@ -52,12 +53,12 @@ def test_any_model_config_is_evaluated_through_prepare_model_source(monkeypatch,
     )
     cfg = compose(["model=smollm2_135m"])
     assert cfg.output_dir.endswith("HuggingFaceTB__SmolLM2-135M-Instruct")
-    resolved = harness.resolve_checkpoint(cfg)
+    resolved = resolve_checkpoint(cfg)
     assert resolved.checkpoint == str(tmp_path) and seen == ["gguf"]
     assert resolved.output_dir == cfg.output_dir  # beside the run's logs, not in the folder's slug
     assert cfg.checkpoint is None  # the caller's config is left as it was
     given = compose([f"checkpoint={tmp_path}"])
-    assert harness.resolve_checkpoint(given) is given and seen == ["gguf"]
+    assert resolve_checkpoint(given) is given and seen == ["gguf"]
 
 
 def test_table1_sets_the_prompt_protocol_explicitly():

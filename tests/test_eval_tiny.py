@@ -11,6 +11,7 @@ import pytest
 
 from eval import harness
 from eval.config import compose
+from pipeline.evaluate import resolve_checkpoint
 
 EIGHT = ["bbh", "humaneval", "leetcode", "gsm_plus", "math", "theoremqa", "svamp", "asdiv"]
 SMALL = {
@@ -26,11 +27,11 @@ SMALL = {
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A test-size build of the embedded tiny model (same builder and tokenizer, smaller spec), built the way the
-    eval config builds any model config: ``harness.resolve_checkpoint`` -> ``align.models.prepare_model_source``."""
+    eval config builds any model config: ``pipeline.evaluate.resolve_checkpoint`` -> ``align.models.prepare_model_source``."""
     path = tmp_path_factory.mktemp("eval-models") / "tiny"
     cfg = compose([f"model.name_or_path={path}", *(f"model.build.{k}={v}" for k, v in SMALL.items())])
     assert cfg.checkpoint is None and not path.exists()
-    built = harness.resolve_checkpoint(cfg).checkpoint
+    built = resolve_checkpoint(cfg).checkpoint
     assert Path(built) == path and (path / "config.json").exists()
     return path
 
