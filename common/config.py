@@ -8,6 +8,7 @@ call it; nothing happens at import).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -34,6 +35,7 @@ AttnImplementation = Choice("AttnImplementation", {v: v for v in ("sdpa", "eager
 class PathsConfig:
     root_dir: str = MISSING
     data_dir: str = MISSING
+    work_dir: str = MISSING
     cache_dir: str = MISSING
     log_dir: str = MISSING
 
@@ -151,6 +153,12 @@ def _resolve_repo_root() -> str:
     return str(REPO_ROOT)
 
 
+def _resolve_work_root() -> str:
+    """Where outputs and caches go by default: the checkout (a pyproject.toml beside the packages), or, for an
+    installed copy (``pip install .``: the packages' parent is site-packages), the current directory."""
+    return str(REPO_ROOT) if (REPO_ROOT / "pyproject.toml").exists() else os.getcwd()
+
+
 def _safe_dirname(text: str, limit: int = 80) -> str:
     """A sweep job's folder name from its overrides (``method=mio,seed=1`` -> ``method-mio__seed-1``): no path
     separators, no ``=`` or ``,`` (they would not survive as Hydra override values), at most ``limit`` characters."""
@@ -163,7 +171,7 @@ def _safe_dirname(text: str, limit: int = 80) -> str:
 
 
 def register_shared_configs() -> None:
-    """Store the build schemas (schema/build/<kind>) and register the ``repo_root`` and ``safe_dirname`` resolvers
+    """Store the build schemas (schema/build/<kind>) and register the ``repo_root``, ``work_root`` and ``safe_dirname`` resolvers
     (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
@@ -172,6 +180,8 @@ def register_shared_configs() -> None:
         cs.store(group="schema/build", name=kind, node=schema)
     if not OmegaConf.has_resolver("repo_root"):
         OmegaConf.register_new_resolver("repo_root", _resolve_repo_root)
+    if not OmegaConf.has_resolver("work_root"):
+        OmegaConf.register_new_resolver("work_root", _resolve_work_root)
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", _safe_dirname)
 

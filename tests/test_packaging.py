@@ -112,3 +112,24 @@ def test_no_module_imports_accelerate():
                 mods += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 found += [f"{path.relative_to(REPO)}: {m}" for m in mods if m.split(".")[0] == "accelerate"]
     assert found == []
+
+
+def test_an_installed_copy_writes_outputs_under_the_current_directory(monkeypatch, tmp_path):
+    """In a checkout, outputs and caches go under it; in an installed copy the packages' parent is site-packages,
+    so they go under the current directory instead (paths.work_dir), never into site-packages."""
+    from align.config import compose
+    from common import config as shared
+
+    monkeypatch.delenv("MIO_WORK_DIR", raising=False)
+    monkeypatch.delenv("MIO_LOG_DIR", raising=False)
+    monkeypatch.delenv("MIO_CACHE", raising=False)
+    paths = compose(["output_dir=x"]).paths
+    assert paths.log_dir == str(shared.REPO_ROOT / "outputs") and paths.cache_dir == str(
+        shared.REPO_ROOT / ".cache"
+    )
+    site = tmp_path / "site-packages"  # what an installed copy's REPO_ROOT is: no pyproject.toml beside it
+    site.mkdir()
+    monkeypatch.setattr(shared, "REPO_ROOT", site)
+    monkeypatch.chdir(tmp_path)
+    paths = compose(["output_dir=x"]).paths
+    assert paths.log_dir == str(tmp_path / "outputs") and paths.cache_dir == str(tmp_path / ".cache")
