@@ -31,8 +31,8 @@ $(ASSETS): requirements/assets-download.txt
 
 install: $(STAMP)  ## create .venv and install the repo with its pinned dependencies
 
-test: $(STAMP) $(ASSETS)  ## run the test suite (CPU, offline, a few minutes)
-	$(PY) -m pytest -q
+test: $(STAMP) $(ASSETS)  ## run the test suite (CPU, offline, a few minutes; one pytest-xdist worker per core, one thread each)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile
 
 test-real: $(STAMP) $(ASSETS)  ## the tests on real pretrained weights (SmolLM2-135M from its shipped GGUF; CPU, minutes)
 	$(PY) -m pytest -q -m real

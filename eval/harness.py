@@ -195,7 +195,23 @@ def load_model(cfg: DictConfig, commit: str | None = None):
     if b.name == "hf":
         extra["device"] = resolve_device(b.device)
     log.info("loading %s with the %s backend", cfg.checkpoint, b.name)
+    fresh_single_process_port()
     return get_model(b.name).create_from_arg_obj(args, extra)
+
+
+def fresh_single_process_port() -> None:
+    """A one-process rendezvous (WORLD_SIZE=1) that this process has not used yet gets a free port: lm-eval's
+    Accelerator opens a process group on MASTER_PORT, and one inherited from a parent (which set it for its own
+    one-process DeepSpeed group and still holds that port) fails with EADDRINUSE."""
+    import socket
+
+    import torch.distributed as dist
+
+    if os.environ.get("WORLD_SIZE") != "1" or "MASTER_PORT" not in os.environ or dist.is_initialized():
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -586,3 +586,24 @@ def test_the_restricted_task_index_finds_every_benchmark():
     assert len(tm.all_tasks) < 1000  # not the full lm-eval index (~14,000 names)
     for bench in benches:
         assert bench.task in tm.all_tasks, bench.name
+
+
+def test_an_inherited_one_process_rendezvous_port_is_replaced(monkeypatch):
+    """A parent that ran one-process DeepSpeed keeps its store on MASTER_PORT; a child evaluating with lm-eval
+    inherited WORLD_SIZE=1 and that port, and its Accelerator failed with EADDRINUSE (seen under pytest-xdist)."""
+    import socket
+
+    from eval.harness import fresh_single_process_port
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = str(held.getsockname()[1])
+        monkeypatch.setenv("WORLD_SIZE", "1")
+        monkeypatch.setenv("MASTER_PORT", taken)
+        fresh_single_process_port()
+        assert os.environ["MASTER_PORT"] != taken
+        monkeypatch.setenv("WORLD_SIZE", "2")  # a launcher's rendezvous is left alone
+        monkeypatch.setenv("MASTER_PORT", taken)
+        fresh_single_process_port()
+        assert os.environ["MASTER_PORT"] == taken
