@@ -66,10 +66,13 @@ def evaluate_final_model(cfg: DictConfig, results: dict) -> dict:
     summary = evaluate_checkpoint(
         results["final_model"], cfg.evaluate.benchmarks, str(out / "eval"), tuple(cfg.evaluate.overrides)
     )
+    written = (
+        summary.get("preset") or cfg.evaluate.benchmarks
+    )  # the folder as run: benchmarks.name may rename it
     results = results | {
         "evaluation": {
             "preset": cfg.evaluate.benchmarks,
-            "summary": str(out / "eval" / cfg.evaluate.benchmarks / "summary.json"),
+            "summary": str(out / "eval" / written / "summary.json"),
             "scores": summary.get("scores"),
             "average": summary.get("average"),
         }

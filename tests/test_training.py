@@ -216,7 +216,8 @@ def test_evaluation_after_training_is_recorded_and_cached(tiny_cfg, tmp_path):
     assert result["evaluation"]["average"] == pytest.approx(sum(scores.values()) / 8)
     summary = out / "eval" / "mio8_mini" / "summary.json"
     stamp = summary.stat().st_mtime_ns
-    assert json.loads((out / "results.json").read_text())["evaluation"]["preset"] == "mio8_mini"
+    recorded = json.loads((out / "results.json").read_text())["evaluation"]
+    assert recorded["preset"] == "mio8_mini" and recorded["summary"] == str(summary)
     results_stamp = (out / "results.json").stat().st_mtime_ns
     again = run(tiny_cfg(*overrides, out=out))
     assert again["evaluation"]["scores"] == scores and summary.stat().st_mtime_ns == stamp
