@@ -87,7 +87,9 @@ def main() -> None:
     if args.child:
         result = measure(Path(args.child[0]), Path(args.child[1]), args.num_proc)
         result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        result["children_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+        result["children_peak_rss_mib"] = round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        )
         print(json.dumps(result))
         return
 
@@ -106,7 +108,9 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    git = subprocess.run(["git", "-C", str(args.code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    git = subprocess.run(
+        ["git", "-C", str(args.code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
     record = {
         "label": args.label or f"code@{git.stdout.strip()}",
         "tokenizer": "mistral-7b-v0.1 sentencepiece + zephyr template",
