@@ -105,6 +105,7 @@ class TrainerConfig:
     save_final: bool = True
     progress_bar: bool = runtime(True)
     tensorboard: bool = runtime(True)
+    wandb_project: str | None = runtime(None)
 
 
 @dataclass

@@ -113,6 +113,7 @@ class Reporter:
             if main
             else None
         )
+        self.wandb = wandb_run(out, cfg, resumed) if tr.wandb_project and main else None
         self.bar = None
         if tr.progress_bar and main:
             from tqdm.auto import tqdm
@@ -126,6 +127,8 @@ class Reporter:
     def log(self, step: int, split: str, row: dict[str, float]) -> None:
         if self.metrics is not None:
             self.metrics.log(step, split, row)
+        if self.wandb is not None:
+            self.wandb.log({f"{split}/{k}": v for k, v in row.items()}, step=step)
         if self.bar is not None and split == "train":
             self.bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['rewards/accuracies']:.2f}")
 
@@ -134,6 +137,30 @@ class Reporter:
             self.bar.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def wandb_run(out: Path, cfg, resumed: bool):
+    """A Weights & Biases run beside metrics.jsonl (``trainer.wandb_project``): the same rows, keyed
+    ``<split>/<metric>`` at the optimizer step, the resolved config attached. Its id is derived from the run folder,
+    so a resumed run continues the same W&B run."""
+    import hashlib
+
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError("trainer.wandb_project is set but wandb is not installed: pip install wandb") from e
+    from omegaconf import OmegaConf
+
+    return wandb.init(
+        project=cfg.trainer.wandb_project,
+        name=out.name,
+        id=hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:16],
+        resume="allow" if resumed else None,
+        dir=str(out),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
 @dataclasses.dataclass

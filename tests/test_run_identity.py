@@ -27,6 +27,7 @@ TRAINING_RUNTIME = {
     "trainer.cpu_threads",
     "trainer.progress_bar",
     "trainer.tensorboard",
+    "trainer.wandb_project",
     "trainer.save_steps",
     "trainer.save_total_limit",
 }
