@@ -7,10 +7,11 @@ DeepSpeed insists on them even for one process, so ``init`` fills in single-proc
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
+
+from common.net import free_port
 
 
 def rank() -> int:
@@ -29,18 +30,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def single_process_env() -> None:
     """Set the torch.distributed variables for a one-process group, unless a launcher already did."""
     if "WORLD_SIZE" in os.environ:
         return
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
     )
 
 

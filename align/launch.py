@@ -13,10 +13,11 @@ import logging
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from common.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,6 @@ def _slurm_hosts() -> list[str]:
     return []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 def topology(dcfg) -> dict:
     """Resolve ``auto`` values: processes per node (visible GPUs, else 1), nodes and node rank (SLURM, else 1/0),
     rendezvous address (the first SLURM node, else localhost) and port (a free one on one node)."""
@@ -64,7 +59,7 @@ def topology(dcfg) -> dict:
     if addr == "auto":
         hosts = _slurm_hosts() if nnodes > 1 else []
         addr = hosts[0] if hosts else "127.0.0.1"
-    port = int(dcfg.master_port) or (_free_port() if nnodes == 1 else 29500)
+    port = int(dcfg.master_port) or (free_port("") if nnodes == 1 else 29500)
     return {
         "nproc_per_node": nproc,
         "nnodes": nnodes,

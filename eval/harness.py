@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from common.fingerprint import fingerprint
+from common.net import free_port
 from eval import benchmarks as bm
 from eval import lmtasks
 from eval.config import PROTOCOLS, SPEED_ONLY_BACKEND_KEYS  # the schema's runtime-only backend fields
@@ -203,15 +204,11 @@ def fresh_single_process_port() -> None:
     """A one-process rendezvous (WORLD_SIZE=1) that this process has not used yet gets a free port: lm-eval's
     Accelerator opens a process group on MASTER_PORT, and one inherited from a parent (which set it for its own
     one-process DeepSpeed group and still holds that port) fails with EADDRINUSE."""
-    import socket
-
     import torch.distributed as dist
 
     if os.environ.get("WORLD_SIZE") != "1" or "MASTER_PORT" not in os.environ or dist.is_initialized():
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    os.environ["MASTER_PORT"] = str(free_port())
 
 
 @contextlib.contextmanager
