@@ -58,3 +58,40 @@ def test_mistral_sweep_composes(tmp_path):
     p = cli("method=mio", "model=mistral7b", f"hydra.run.dir={tmp_path}", "--cfg", "job", "--resolve")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "HuggingFaceH4/mistral-7b-sft-beta" in p.stdout and "name: mio" in p.stdout
+
+
+def _sweep_with_a_bad_job(tiny_model_dir, sweep, *extra):
+    """Three jobs, the first of which fails its config checks (a negative learning rate)."""
+    return cli(
+        "-m",
+        "trainer.learning_rate=-1,1e-4,2e-4",
+        f"model.name_or_path={tiny_model_dir}",
+        *TINY_MODEL,
+        *QUICK_RUN,
+        f"hydra.sweep.dir={sweep}",
+        *extra,
+    )
+
+
+def _job_metrics(sweep):
+    jobs = sorted(d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return [
+        [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in map(json.loads, rows)]
+        if (rows := (d / "metrics.jsonl").read_text().splitlines() if (d / "metrics.jsonl").exists() else None)
+        else None
+        for d in jobs
+    ]
+
+
+def test_a_failed_sweep_job_does_not_stop_the_others(tiny_model_dir, tmp_path):
+    """The basic launcher and hydra/launcher=parallel (joblib) both run every job, name the one that failed and
+    end the sweep with a non-zero exit code; the parallel launcher's runs are the basic launcher's, row for row."""
+    runs = {}
+    for launcher in ("basic", "parallel"):
+        sweep = tmp_path / launcher
+        p = _sweep_with_a_bad_job(tiny_model_dir, sweep, f"hydra/launcher={launcher}")
+        assert p.returncode != 0
+        assert "error in sweep job #0" in p.stderr and "learning_rate=-1.0: must be a positive number" in p.stderr
+        runs[launcher] = _job_metrics(sweep)
+        assert runs[launcher][0] is None and all(runs[launcher][1:]), launcher  # job 0 failed, 1 and 2 ran
+    assert runs["basic"] == runs["parallel"]
