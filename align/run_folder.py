@@ -23,7 +23,7 @@ from align.checkpoint import list_checkpoints
 from align.config import REPO_ROOT, Config, ConfigValueError, check_values, to_container
 from align.losses import get_method
 from common import identity
-from common.records import environment, read_json, write_json, write_text_atomic
+from common.records import environment, read_json, shown_path, write_json, write_text_atomic
 
 log = logging.getLogger("align")
 
@@ -195,7 +195,7 @@ def train_here(cfg: DictConfig) -> dict:
     base = {
         "config_digest": config_digest(to_container(cfg)),
         "method": cfg.method.name,
-        "model": cfg.model.name_or_path,
+        "model": shown_path(cfg.model.name_or_path),
         "seed": cfg.seed,
         "world_size": dist.world_size(),
     }

@@ -23,6 +23,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from common.records import shown_path
+
 # Held-out metrics (results.json "eval") carried into the runs frame, prefixed "eval/".
 HELD_OUT_KEYS = (
     "loss",
@@ -168,6 +170,7 @@ def sub_scores(record: dict) -> dict[str, float]:
 
 def collect(root: str | Path) -> Sweep:
     """Every run under ``root`` as three frames (empty frames with the key columns when nothing is there)."""
+    root = Path(shown_path(root))  # the run_dir and summary paths of every table: relative to the cwd
     runs, scores, curves = [], [], []
     for d in find_run_dirs(root):
         r, s, c = read_run(d)

@@ -21,6 +21,7 @@ import yaml
 
 from analysis import claims, figures, tables
 from analysis.collect import Sweep, collect
+from common.records import shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = ("tiny", "paper")
@@ -183,7 +184,7 @@ def build(
         "",
         SCALE_NOTES.get(scale, ""),
         "",
-        f"Built {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m analysis.report` from `{runs_dir}`: "
+        f"Built {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m analysis.report` from `{shown_path(runs_dir)}`: "
         f"{len(sweep.runs)} run folders ({', '.join(f'{n} {s}' for s, n in status.items()) or 'none'}).",
     ]
     if overrides is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from common.records import write_json
+from common.records import shown_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def fingerprint(checkpoint: str, revision: str | None, cache_file: str | os.Path
     if is_local(checkpoint):
         path = Path(checkpoint).expanduser().resolve()
         digest, n = folder_hash(path, cache_file)
-        return {"kind": "local", "path": str(path), "content_hash": digest, "n_files": n}
+        return {"kind": "local", "path": shown_path(path), "content_hash": digest, "n_files": n}
     commit = hub_commit(checkpoint, revision)
     if commit is None:
         log.warning(

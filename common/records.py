@@ -1,7 +1,9 @@
 """Records a run writes, shared by training and evaluation: atomic text and JSON files, the environment record.
 
 ``write_text_atomic`` is how every result file is written (readers never see half a file); ``environment`` is the
-``env.json`` of a training run (package versions, git revision, hardware).
+``env.json`` of a training run (package versions, git revision, hardware). ``shown_path`` is how a record names a
+file: relative to the working directory when the file lies under it, so records and tables made in a clone name no
+path of the machine that made them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ PACKAGES = (
     "lm_eval",
     "numpy",
 )
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the current directory when it lies under it (``outputs/runs/x/final``), else as given;
+    a reader in the same directory (the repository root, where the Makefile and sweeps run) opens either. A hub
+    name (``org/model``) comes back unchanged."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.fingerprint import fingerprint
 from common.net import free_port
+from common.records import shown_path
 from eval import benchmarks as bm
 from eval import lmtasks
 from eval.config import PROTOCOLS, SPEED_ONLY_BACKEND_KEYS  # the schema's runtime-only backend fields
@@ -132,12 +133,21 @@ def data_source(cfg: DictConfig, bench: bm.Benchmark, entry: dict, task: str) ->
         bm.owner(task) or bench
     )  # the row that defines the task (a preset entry may run another row's task)
     if local:
-        return {"kind": "local", "path": f"{local}/{bench.name}", "files": lmtasks.local_files(local, bench)}
+        return {
+            "kind": "local",
+            "path": shown_path(Path(local) / bench.name),
+            "files": lmtasks.local_files(local, bench),
+        }
     if data_file:
         path = Path(data_file).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"benchmarks.suite.{bench.name}.data_file={data_file}: no such file")
-        return {"kind": "file", "path": str(path), "sha256": lmtasks.file_sha256(path), "split": bench.split}
+        return {
+            "kind": "file",
+            "path": shown_path(path),
+            "sha256": lmtasks.file_sha256(path),
+            "split": bench.split,
+        }
     return {
         "kind": "hub",
         "path": bench.dataset,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from align import run_folder
 from align.config import ConfigValueError
-from common.records import read_json, write_json
+from common.records import read_json, shown_path, write_json
 
 
 def validate(cfg: DictConfig) -> dict:
@@ -72,7 +72,7 @@ def evaluate_final_model(cfg: DictConfig, results: dict) -> dict:
     results = results | {
         "evaluation": {
             "preset": cfg.evaluate.benchmarks,
-            "summary": str(out / "eval" / written / "summary.json"),
+            "summary": shown_path(out / "eval" / written / "summary.json"),
             "scores": summary.get("scores"),
             "average": summary.get("average"),
         }

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from eval_fixtures import GOLDEN_PROMPTS, ScriptedLM, prompts_and_scores
 
+from common.records import shown_path
 from eval import benchmarks as bm
 from eval.config import compose
 from eval.harness import run
@@ -187,7 +188,7 @@ def test_the_eurus_leetcode_set_runs_from_a_local_file(checkpoint, tmp_path, mod
     assert summary["scores"] == {"leetcode": score} and lm.calls == 2
     record = json.loads((tmp_path / "mio8" / "leetcode.json").read_text())
     assert record["primary"]["task"] == "mio_leetcode_eurus"
-    assert record["dataset"]["kind"] == "file" and record["dataset"]["path"] == str(EURUS_MINI)
+    assert record["dataset"]["kind"] == "file" and record["dataset"]["path"] == shown_path(EURUS_MINI)
     assert record["settings"]["benchmark"]["task_files"]["files"] > 0
 
 
