@@ -23,7 +23,7 @@ from align.checkpoint import list_checkpoints
 from align.config import REPO_ROOT, Config, ConfigValueError, check_values, to_container
 from align.losses import get_method
 from common import identity
-from common.records import environment, read_json, shown_path, write_json, write_text_atomic
+from common.records import environment, read_json, shown_path, shown_paths, write_json, write_text_atomic
 
 log = logging.getLogger("align")
 
@@ -41,8 +41,9 @@ def runtime_keys() -> tuple[str, ...]:
 
 
 def comparable(resolved: dict) -> dict:
-    """The part of a resolved config that decides what a run computes."""
-    return identity.without(resolved, runtime_keys())
+    """The part of a resolved config that decides what a run computes, with paths under the working directory
+    relative to it (``common.records.shown_paths``): a clone of the checkout computes the same thing."""
+    return shown_paths(identity.without(resolved, runtime_keys()))
 
 
 def config_digest(resolved: dict) -> str:
@@ -92,7 +93,8 @@ def train_in_folder(cfg: DictConfig, then: Callable[[dict], dict] | None = None)
         else:
             if owner:
                 claim_folder(out, resolved, resume=cfg.resume, completed=previous is not None)
-                write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+                config_yaml = OmegaConf.to_yaml(OmegaConf.create(shown_paths(resolved)))
+                write_text_atomic(out / "config.yaml", config_yaml)
                 write_json(out / "env.json", environment(REPO_ROOT))
             if not parent:
                 results = train_here(cfg)

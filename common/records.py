@@ -44,6 +44,17 @@ def shown_path(path: str | os.PathLike) -> str:
         return str(path)
 
 
+def shown_paths(tree: Any) -> Any:
+    """``tree`` (a resolved config) with every absolute path under the current directory made relative to it
+    (``shown_path``): what config.yaml records and the run identity hashes, so the same run in another clone or
+    a moved checkout has the same identity and names no path of its machine."""
+    if isinstance(tree, dict):
+        return {k: shown_paths(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [shown_paths(v) for v in tree]
+    return shown_path(tree) if isinstance(tree, str) and os.path.isabs(tree) else tree
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file, and a
     killed writer leaves the previous version."""

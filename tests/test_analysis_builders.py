@@ -312,3 +312,28 @@ def test_an_empty_or_missing_sweep_folder_gives_a_report_not_an_error(tmp_path):
     report = build(tmp_path / "nothing", tmp_path / "out", "paper")
     assert "0 run folders" in report.read_text()
     assert pd.read_csv(tmp_path / "out" / "table1.csv").empty
+
+
+def test_a_snapshot_keeps_the_result_files_only_and_rebuilds_the_same_tables(sweep_dir, tmp_path):
+    from analysis.snapshot import snapshot
+
+    src = sweep_dir.parent  # tmp_path: runs/ inside, as reproduce-table1 writes it
+    for d in sweep_dir.iterdir():  # what a snapshot leaves behind
+        (d / "final").mkdir()
+        (d / "final" / "model.safetensors").write_bytes(b"weights")
+        if (d / "eval" / "mio8_mini").is_dir():
+            (d / "eval" / "mio8_mini" / "samples").mkdir()
+            (d / "eval" / "mio8_mini" / "samples" / "bbh.jsonl").write_text("{}\n")
+            (d / "eval" / "mio8_mini" / "bbh.json").write_text("{}")
+    build(sweep_dir, tmp_path / "direct", "tiny")
+    dest = tmp_path / "snap"
+    snapshot(src, dest, "tiny")
+    kept = {str(p.relative_to(dest / "runs")) for p in (dest / "runs").rglob("*") if p.is_file()}
+    assert not any("final" in k or "samples" in k for k in kept)
+    assert "method-dpo__model-a/eval/mio8_mini/bbh.json" in kept
+    assert "method-dpo__model-a/eval/mio8_mini/summary.json" in kept
+    direct = pd.read_csv(tmp_path / "direct" / "table1.csv").drop(columns=["run_dir", "summary"])
+    snap = pd.read_csv(dest / "table1.csv").drop(columns=["run_dir", "summary"])
+    pd.testing.assert_frame_equal(direct, snap)
+    with pytest.raises(ValueError, match="holds the sweep"):
+        snapshot(src, src.parent, "tiny")

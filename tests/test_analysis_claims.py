@@ -1,6 +1,6 @@
-"""The paper's claims on the committed Table 1 sweep at SCALE=tiny: ``outputs/table1/tiny/runs/`` holds the small
-result files of ``make reproduce-table1`` and ``make reproduce-table1 ARGS="--grid beta"`` (every method from the
-miniature SFT model, 3 seeds; MIO and DPO at three more betas). Each test asserts only what held in every seed;
+"""The paper's claims on the committed Table 1 sweep at SCALE=tiny: ``docs/results/table1_tiny/runs/`` holds the
+small result files (``python -m analysis.snapshot``) of ``make reproduce-table1`` and ``make reproduce-table1
+ARGS="--grid beta"`` (every method from the miniature SFT model, 3 seeds; MIO and DPO at three more betas). Each test asserts only what held in every seed;
 where a claim did not hold, the test asserts the verdict the report states, so a rerun with another outcome fails
 here until the README and the report's reading change with it. Reads result files only (no training)."""
 
@@ -14,7 +14,7 @@ from align.losses import LOSSES
 from analysis import claims
 from analysis.collect import collect
 
-RUNS = Path(__file__).resolve().parents[1] / "outputs" / "table1" / "tiny" / "runs"
+RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "table1_tiny" / "runs"
 
 
 @pytest.fixture(scope="module")

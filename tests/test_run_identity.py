@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from align.config import Config, compose, to_container
 from align.run_folder import RunFolderError, config_digest, runtime_keys
 from common import identity
+from common.records import shown_paths
 
 # What the schema marks runtime() today; a change here is a change of what counts as the same run (docs/reliability.md).
 TRAINING_RUNTIME = {
@@ -82,6 +83,34 @@ def test_exactly_the_runtime_keys_leave_a_runs_digest_unchanged():
         OmegaConf.update(probe, key, changed(OmegaConf.select(probe, key)), merge=False)
         same = config_digest(OmegaConf.to_container(probe)) == base
         assert same == covered_by(key, marked), key
+
+
+def test_a_clone_of_the_checkout_computes_the_same_run(tmp_path, monkeypatch):
+    """Paths under the working directory count relative to it: the same config resolved in two clones (absolute
+    paths under each) has one digest and no differing keys, so a clone skips a committed completed run instead of
+    refusing it as "a different config" (found by running make reproduce-table1 in a fresh clone)."""
+    from align.run_folder import changed_keys
+
+    def in_clone(clone):
+        """The resolved config in ``clone``, what its config.yaml records, and its digest, computed there."""
+        clone.mkdir()
+        monkeypatch.chdir(clone)
+        overrides = [
+            f"output_dir={clone}/outputs/x",
+            "model=tiny",
+            "dataset=tiny",
+            f"paths.cache_dir={clone}/.cache",
+        ]
+        resolved = to_container(compose(overrides))
+        return resolved, shown_paths(resolved), config_digest(resolved)
+
+    a, a_yaml, a_digest = in_clone(tmp_path / "a")
+    b, _, b_digest = in_clone(tmp_path / "b")  # the cwd is b from here on
+    assert a["model"]["name_or_path"] != b["model"]["name_or_path"]  # absolute, each under its clone
+    assert a_yaml["model"]["name_or_path"] == ".cache/models/tiny-llama"
+    assert a_digest == b_digest and changed_keys(a_yaml, b) == []
+    other = dict(b, model=dict(b["model"], name_or_path=str(tmp_path / "elsewhere")))
+    assert changed_keys(a_yaml, other) == ["model.name_or_path"]  # a path outside the clone counts as it is
 
 
 def test_training_and_evaluation_agree_on_cpu_threads():
