@@ -43,13 +43,19 @@ GRIDS = ("table1", "beta")  # conf/experiment/<grid>_<scale>.yaml: Table 1, and 
 
 
 def sweep_command(scale: str, runs_dir: Path, overrides: list[str], grid: str = "table1") -> list[str]:
-    """The Hydra multirun command line of the Table 1 sweep (or of another grid into the same folder)."""
+    """The Hydra multirun command line of the Table 1 sweep (or of another grid into the same folder), run in REPO:
+    paths under it are given relative to it, so the records Hydra and env.json keep of it name no machine's path."""
+
+    def in_repo(path: Path) -> str:
+        path = Path(path).resolve()
+        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
     return [
         sys.executable,
-        str(REPO / "align" / "run.py"),
+        in_repo(REPO / "align" / "run.py"),
         "-m",
         f"experiment={grid}_{scale}",
-        f"hydra.sweep.dir={runs_dir}",
+        f"hydra.sweep.dir={in_repo(runs_dir)}",
         *overrides,
     ]
 

@@ -61,6 +61,7 @@ def test_reproduce_table1_end_to_end_then_a_rerun_computes_nothing(tiny_model_di
         str(out),
         "method=mio,nca_pair",
         "seed=0",
+        "hydra/launcher=basic",  # one process: two 4-step jobs do not repay workers' start (test_cli tests parallel)
         "model=tiny",
         "dataset=tiny",
         f"model.name_or_path={tiny_model_dir}",
@@ -156,6 +157,6 @@ def test_dry_run_prints_the_sweep_command(capsys, tmp_path):
         reproduce.main(["--scale", "paper", "--out", str(tmp_path), "--dry-run", "hydra/launcher=slurm"]) == 0
     )
     line = capsys.readouterr().out.strip()
-    assert "align/run.py -m experiment=table1_paper" in line
+    assert line.startswith("$ python") and " align/run.py -m experiment=table1_paper" in line  # run in REPO
     assert f"hydra.sweep.dir={tmp_path / 'runs'}" in line and line.endswith("hydra/launcher=slurm")
     assert not any(tmp_path.iterdir())

@@ -60,11 +60,11 @@ def test_mistral_sweep_composes(tmp_path):
     assert "HuggingFaceH4/mistral-7b-sft-beta" in p.stdout and "name: mio" in p.stdout
 
 
-def _sweep_with_a_bad_job(tiny_model_dir, sweep, *extra):
-    """Three jobs, the first of which fails its config checks (a negative learning rate)."""
+def _sweep_with_a_bad_job(tiny_model_dir, sweep, rates, *extra):
+    """One job per learning rate, the first of which fails its config checks (a negative learning rate)."""
     return cli(
         "-m",
-        "trainer.learning_rate=-1,1e-4,2e-4",
+        f"trainer.learning_rate={rates}",
         f"model.name_or_path={tiny_model_dir}",
         *TINY_MODEL,
         *QUICK_RUN,
@@ -84,15 +84,16 @@ def _job_metrics(sweep):
 
 
 def test_a_failed_sweep_job_does_not_stop_the_others(tiny_model_dir, tmp_path):
-    """The basic launcher and hydra/launcher=parallel (joblib) both run every job, name the one that failed and
-    end the sweep with a non-zero exit code; the parallel launcher's runs are the basic launcher's, row for row."""
+    """The basic launcher and hydra/launcher=parallel (joblib, two jobs at a time) both run every job, name the one
+    that failed and end the sweep with a non-zero exit code; the parallel launcher's run is the basic launcher's,
+    row for row."""
     runs = {}
-    for launcher in ("basic", "parallel"):
+    for launcher, rates in (("basic", "-1,1e-4"), ("parallel", "-1,1e-4,2e-4")):
         sweep = tmp_path / launcher
-        p = _sweep_with_a_bad_job(tiny_model_dir, sweep, f"hydra/launcher={launcher}")
+        p = _sweep_with_a_bad_job(tiny_model_dir, sweep, rates, f"hydra/launcher={launcher}")
         assert p.returncode != 0
         assert "error in sweep job #0" in p.stderr
         assert "learning_rate=-1.0: must be a positive number" in p.stderr
         runs[launcher] = _job_metrics(sweep)
-        assert runs[launcher][0] is None and all(runs[launcher][1:]), launcher  # job 0 failed, 1 and 2 ran
-    assert runs["basic"] == runs["parallel"]
+        assert runs[launcher][0] is None and all(runs[launcher][1:]), launcher  # job 0 failed, the rest ran
+    assert runs["basic"][1] == runs["parallel"][1]  # lr 1e-4 under both
