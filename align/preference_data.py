@@ -29,8 +29,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from common.records import shown_path
-
 log = logging.getLogger(__name__)
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -725,7 +723,7 @@ def prepare_split(
     out = out.remove_columns("error")
     n_trunc, n_merged = int(sum(out["truncated"])), int(sum(out["merged"]))
     stats[role] = {
-        "source": shown_path(source),
+        "source": source,
         "format": fmt,
         "rows": len(ds),
         "kept": len(out),
@@ -775,7 +773,7 @@ def load_preference_data(cfg, tokenizer, seed: int) -> PreferenceData:
             eval_ds, f"{train.source} (held-out {cfg.eval_fraction:.0%})", content_fingerprint(eval_ds)
         )
         train = Split(parts["train"], train.source, content_fingerprint(parts["train"]))
-        stats["eval"] = {"source": shown_path(held_out.source), "rows": len(eval_ds), "kept": len(eval_ds)}
+        stats["eval"] = {"source": held_out.source, "rows": len(eval_ds), "kept": len(eval_ds)}
         stats["train"]["kept"] = len(train.dataset)
     else:
         log.warning("dataset %s: no held-out split and eval_fraction = 0: no evaluation loss", cfg.path)

@@ -23,7 +23,7 @@ from align.checkpoint import list_checkpoints
 from align.config import REPO_ROOT, Config, ConfigValueError, check_values, to_container
 from align.losses import get_method
 from common import identity
-from common.records import environment, read_json, shown_path, shown_paths, write_json, write_text_atomic
+from common.records import environment, read_json, shown_paths, write_json, write_text_atomic
 
 log = logging.getLogger("align")
 
@@ -197,7 +197,7 @@ def train_here(cfg: DictConfig) -> dict:
     base = {
         "config_digest": config_digest(to_container(cfg)),
         "method": cfg.method.name,
-        "model": shown_path(cfg.model.name_or_path),
+        "model": cfg.model.name_or_path,
         "seed": cfg.seed,
         "world_size": dist.world_size(),
     }
@@ -207,7 +207,7 @@ def train_here(cfg: DictConfig) -> dict:
         if dist.is_main():
             write_json(
                 results_file,
-                base
+                shown_paths(base)
                 | {
                     "status": "interrupted" if isinstance(e, TrainingInterrupted) else "failed",
                     "error": f"{type(e).__name__}: {e}",
@@ -215,7 +215,8 @@ def train_here(cfg: DictConfig) -> dict:
                 },
             )
         raise
-    results = base | {"status": "completed", "wall_seconds": time.time() - start} | results
+    # the model, final/ and data paths as config.yaml names them (relative under the working directory)
+    results = shown_paths(base | {"status": "completed", "wall_seconds": time.time() - start} | results)
     if dist.is_main():
         write_json(results_file, results)
         log.info(

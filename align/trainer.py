@@ -38,7 +38,6 @@ from align.preference_data import PreferenceData, Split, collate, collate_shared
 from align.progress import Progress, Reporter, StopSignal, Window, every
 from align.reference import ReferenceTable, cache_key, compute_table, load_or_compute, spot_checker
 from align.steps import Averager, BatchOrder, preference_loss, to_device
-from common.records import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +473,7 @@ class Trainer:
             "train_seconds": state["train_seconds"],
             "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
             "reference_seconds": run.reference_seconds,
-            "final_model": shown_path(final_dir) if final_dir else None,
+            "final_model": str(final_dir) if final_dir else None,
             "data": self.data.stats,
         }
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from analysis.report import REPO, SCALES, build, default_out_dir
+from common.records import shown_path
 
 # Environment for SCALE=tiny (the user's own values win). One thread also for what runs before the trainer applies
 # trainer.cpu_threads (the tiny models' build and SFT warm-up): on a shared 2-core machine torch's default thread
@@ -45,17 +46,12 @@ GRIDS = ("table1", "beta")  # conf/experiment/<grid>_<scale>.yaml: Table 1, and 
 def sweep_command(scale: str, runs_dir: Path, overrides: list[str], grid: str = "table1") -> list[str]:
     """The Hydra multirun command line of the Table 1 sweep (or of another grid into the same folder), run in REPO:
     paths under it are given relative to it, so the records Hydra and env.json keep of it name no machine's path."""
-
-    def in_repo(path: Path) -> str:
-        path = Path(path).resolve()
-        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
     return [
         sys.executable,
-        in_repo(REPO / "align" / "run.py"),
+        shown_path(REPO / "align" / "run.py", REPO),
         "-m",
         f"experiment={grid}_{scale}",
-        f"hydra.sweep.dir={in_repo(runs_dir)}",
+        f"hydra.sweep.dir={shown_path(runs_dir, REPO)}",
         *overrides,
     ]
 

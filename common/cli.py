@@ -42,11 +42,9 @@ def report_errors(fn):
 
 def sweep_job() -> str | None:
     """The running Hydra multirun job's number and override string (``#3 method=dpo seed=1``); None outside one."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:  # pragma: no cover - Hydra is a dependency
-        return None
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()

@@ -34,12 +34,12 @@ PACKAGES = (
 )
 
 
-def shown_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the current directory when it lies under it (``outputs/runs/x/final``), else as given;
-    a reader in the same directory (the repository root, where the Makefile and sweeps run) opens either. A hub
-    name (``org/model``) comes back unchanged."""
+def shown_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """``path`` relative to ``base`` (default: the current directory) when it lies under it
+    (``outputs/runs/x/final``), else as given; a reader in that directory (the repository root, where the Makefile
+    and sweeps run) opens either. A hub name (``org/model``) comes back unchanged."""
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(path).resolve().relative_to(Path(base or Path.cwd()).resolve()))
     except ValueError:
         return str(path)
 

@@ -66,9 +66,8 @@ def evaluate_final_model(cfg: DictConfig, results: dict) -> dict:
     summary = evaluate_checkpoint(
         results["final_model"], cfg.evaluate.benchmarks, str(out / "eval"), tuple(cfg.evaluate.overrides)
     )
-    written = (
-        summary.get("preset") or cfg.evaluate.benchmarks
-    )  # the folder as run: benchmarks.name may rename it
+    # the folder as eval/ wrote it: benchmarks.name may rename it
+    written = summary.get("preset") or cfg.evaluate.benchmarks
     results = results | {
         "evaluation": {
             "preset": cfg.evaluate.benchmarks,
